@@ -1,0 +1,97 @@
+"""The VideoMaMa model bundle and its single-step forward on one window of frames.
+
+One window of T frames (shared/spec/videomama-inference.md, "One window"):
+
+    frames, masks in [-1, 1]  --VAE encoder-->  raw latents (NOT times the scaling factor)
+    UNet([noise, frame latent, mask latent], t=1, zeros text, time ids [7, 127, 0])  -> latents
+    latents / scaling  --temporal decoder, 8-frame chunks-->  RGB  -> alpha = mean(clamp(x/2+0.5))
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+TIMESTEP = 1  # the single step is taken at the integer timestep 1
+ADDED_TIME_IDS = (7.0, 127.0, 0.0)  # fps, motion bucket id, noise augmentation, as the single-step run() passes them
+
+
+class VideoMaMaModel(nn.Module):
+    """UNet + temporal VAE. A plain ``nn.Module`` so hosts (ComfyUI's ModelPatcher) can move it.
+
+    There is deliberately no ``device`` property: hosts assign ``model.device`` themselves.
+    """
+
+    def __init__(self, unet: nn.Module, vae: nn.Module):
+        super().__init__()
+        in_channels = unet.conv_in.weight.shape[1]
+        if in_channels != 12:
+            raise CheckpointError(
+                f"the UNet has {in_channels} input channels; VideoMaMa's has 12 (noise, frame and mask latents)."
+            )
+        self.unet = unet
+        self.vae = vae
+
+    @property
+    def compute_device(self) -> torch.device:
+        return self.unet.conv_in.weight.device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.unet.conv_in.weight.dtype
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.out_channels)
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> raw latents (N, 4, H/8, W/8).
+
+        ``eps`` None takes the posterior mean; otherwise ``mean + std * eps`` (a posterior
+        sample with caller-chosen noise, so it can be keyed to the frame index).
+        """
+        vae_dtype = self.vae.encoder.conv_in.weight.dtype
+        dist = self.vae.encode(pixels.to(self.compute_device, vae_dtype)).latent_dist
+        if eps is None:
+            return dist.mean
+        return dist.mean + dist.std * eps.to(dist.mean.device, dist.mean.dtype)
+
+    @torch.no_grad()
+    def denoise(self, frame_latents: torch.Tensor, mask_latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """One UNet step on a window: three (T, 4, h, w) tensors -> predicted latents (T, 4, h, w)."""
+        device, dtype = self.compute_device, self.compute_dtype
+        sample = torch.cat([noise.to(device, dtype), frame_latents.to(dtype), mask_latents.to(dtype)], dim=1)
+        cross_dim = self.unet.config.cross_attention_dim
+        # The official pipeline computes a CLIP embedding and then zeroes it: zeros are the input.
+        context = torch.zeros(1, 1, cross_dim, device=device, dtype=dtype)
+        time_ids = torch.tensor([ADDED_TIME_IDS], device=device, dtype=dtype)
+        timestep = torch.tensor([TIMESTEP], device=device, dtype=torch.long)
+        out = self.unet(sample[None], timestep, context, added_time_ids=time_ids, return_dict=False)[0]
+        return out[0]
+
+    @torch.no_grad()
+    def decode_alpha(self, latents: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Latents (T, 4, h, w) -> alpha (T, 8h, 8w) float32, decoding ``chunk`` frames at a time.
+
+        The temporal decoder mixes the frames of a chunk, so the chunking is part of the model
+        (8 in the official pipeline), not a memory knob.
+        """
+        vae_dtype = self.vae.decoder.conv_in.weight.dtype
+        z = latents.to(self.compute_device, vae_dtype) / self.scaling_factor
+        alphas = []
+        for start in range(0, z.shape[0], chunk):
+            part = z[start : start + chunk]
+            rgb = self.vae.decode(part, num_frames=part.shape[0]).sample
+            alphas.append((rgb.float() / 2.0 + 0.5).clamp_(0.0, 1.0).mean(dim=1))
+        return torch.cat(alphas, dim=0)
