@@ -354,21 +354,6 @@ def load_unet(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32):
     return unet
 
 
-def _vae_config_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict:
-    blocks = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))})
-    widths = [shapes[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"][0] for i in blocks]
-    layers = len({m.group(1) for k in shapes if (m := re.match(r"encoder\.down_blocks\.0\.resnets\.(\d+)\.", k))})
-    return {
-        **SVD_VAE_CONFIG,
-        "in_channels": shapes["encoder.conv_in.weight"][1],
-        "out_channels": shapes["decoder.conv_out.weight"][0],
-        "block_out_channels": widths,
-        "down_block_types": ["DownEncoderBlock2D"] * len(widths),
-        "layers_per_block": layers,
-        "latent_channels": shapes["quant_conv.weight"][0] // 2,
-    }
-
-
 _VAE_CONFIG_KEYS = (
     "in_channels out_channels down_block_types block_out_channels layers_per_block latent_channels "
     "sample_size scaling_factor force_upcast"
@@ -415,7 +400,10 @@ def load_vae(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32):
             state = raw
         else:
             raise _wrong_file(p, "SVD's temporal VAE", info, fix_vae)
-        config = _config_from_metadata(index) or _vae_config_from_shapes({k: tuple(v.shape) for k, v in state.items()})
+        config = _config_from_metadata(index) or {
+            **SVD_VAE_CONFIG,
+            **sgm_vae.temporal_vae_config_from_shapes({k: tuple(v.shape) for k, v in state.items()}),
+        }
     kwargs = {k: config[k] for k in _VAE_CONFIG_KEYS if k in config}
     vae = _materialise(lambda: AutoencoderKLTemporalDecoder(**kwargs), state, p, "SVD's temporal VAE")
     log.info("loaded temporal VAE from %s (%s, %s)", p, info.layout, dtype)
