@@ -149,7 +149,8 @@ def write_alpha_png16(path: str | os.PathLike[str], alpha: torch.Tensor | np.nda
     """Write one (H, W) alpha in [0, 1] as a 16-bit grayscale PNG."""
     from PIL import Image
 
-    Image.fromarray(alpha_to_uint16(alpha), mode="I;16").save(path, format="PNG")
+    # A uint16 array becomes a 16-bit grayscale ("I;16") image.
+    Image.fromarray(alpha_to_uint16(alpha)).save(path, format="PNG")
 
 
 def read_alpha_png(path: str | os.PathLike[str]) -> np.ndarray:
