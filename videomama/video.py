@@ -185,7 +185,8 @@ def iter_matte(
         todo = [i for i in win if i not in latents]
         if todo:
             px_frames, px_masks = _read_frames(inputs, todo)
-            pixels = torch.cat([frames_to_model(px_frames, geo), masks_to_model(px_masks, geo)]).to(device)
+            # Resizing and padding run on the compute device: on a GPU they cost next to nothing.
+            pixels = torch.cat([frames_to_model(px_frames.to(device), geo), masks_to_model(px_masks.to(device), geo)])
             eps = None
             if options.posterior == "sample":
                 pair = torch.stack([posterior_noise.get(i) for i in todo])  # (n, 2, 4, h, w)
