@@ -40,7 +40,10 @@ class VideoMaMaModel(nn.Module):
 
     @property
     def compute_device(self) -> torch.device:
-        return self.unet.conv_in.weight.device
+        # Hosts that stream weights (ComfyUI's ModelPatcher in low-VRAM modes) set model.device
+        # to where the computation runs, while some weights may still sit on the CPU.
+        host_device = self.__dict__.get("device")
+        return torch.device(host_device) if host_device is not None else self.unet.conv_in.weight.device
 
     @property
     def compute_dtype(self) -> torch.dtype:
