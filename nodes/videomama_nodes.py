@@ -209,12 +209,19 @@ class MaskToMatte:
                     "tooltip": "VideoMaMa model from LoadVideoMaMa. Leave unconnected to use the weight-free "
                                "edge-aware refiner instead (works without any download, lower quality on hair).",
                 }),
+                "detail_pass": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "After VideoMaMa, add full-resolution edge detail from the source frames when they are "
+                               "larger than 'resolution' (e.g. 4K at 1024): a guided-filter detail transfer that "
+                               "only changes the soft edge. Off: plain upsampling of the model's matte.",
+                }),
             },
         }
 
     def matte(self, images: torch.Tensor, masks: torch.Tensor, resolution: int = DEFAULT_RESOLUTION,
               window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, seed: int = DEFAULT_SEED,
-              mask_threshold: float = 0.5, posterior: str = "sample", model: host.HostedModel | None = None):
+              mask_threshold: float = 0.5, posterior: str = "sample", model: host.HostedModel | None = None,
+              detail_pass: bool = False):
         frames = image_rgb(images, "images")
         mask = mask_batch(masks, "masks")
         options = MatteOptions(
@@ -225,6 +232,8 @@ class MaskToMatte:
             alpha = self._refine(frames, mask, options)
         else:
             alpha = self._videomama(model, frames, mask, options)
+            if detail_pass:
+                alpha = self._detail(frames, alpha, options)
         alpha = alpha.to(host.intermediate_device(), torch.float32)
         frames = frames.to(alpha.device)
         return (alpha, rgba(frames, alpha), _checkerboard_preview(frames, alpha))
@@ -240,6 +249,15 @@ class MaskToMatte:
                 frames, masks, threshold=options.mask_threshold, work_size=options.resolution,
                 device=host.torch_device(), progress=progress, should_cancel=cancel,
             )
+
+    @staticmethod
+    def _detail(frames: torch.Tensor, alpha: torch.Tensor, options: MatteOptions) -> torch.Tensor:
+        from ..videomama.refine import detail_refine
+
+        progress, cancel = host.progress_and_cancel(frames.shape[0])
+        with host.interruptible():
+            return detail_refine(frames, alpha, resolution=options.resolution, device=host.torch_device(),
+                                 progress=progress, should_cancel=cancel)
 
     @staticmethod
     def _videomama(hosted: host.HostedModel, frames: torch.Tensor, masks: torch.Tensor,

@@ -97,7 +97,7 @@ def test_matte_reads_video_files(clip_dirs, layouts, tmp_path):
     one_mask = tmp_path / "mask.png"
     Image.fromarray((masks[0].numpy() * 255).astype(np.uint8)).save(one_mask)
     res = run_cli("matte", "--frames", video, "--masks", one_mask, "--out", tmp_path / "out",
-                  "--unet", layouts["unet_folder"], "--vae", layouts["vae_folder"], "--resolution", 64)
+                  "--unet", layouts["unet_folder"], "--vae", layouts["vae_folder"], "--resolution", 64, "--detail")
     assert res.returncode == 0, res.stderr
     alphas = _read_alpha_dir(tmp_path / "out" / "alpha")
     assert len(alphas) == 11 and alphas[0].shape == (48, 96)

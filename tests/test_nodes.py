@@ -633,3 +633,19 @@ def test_auto_precision_never_uses_fp8(pack, host, monkeypatch):
     assert h.model_dtypes("bf16", torch.device("cuda")) == (torch.bfloat16, torch.bfloat16)
     with pytest.raises(pack.videomama.errors.InputError, match="precision .int8. is unknown"):
         h.model_dtypes("int8", torch.device("cpu"))
+
+
+def test_detail_pass_changes_only_the_soft_edge(pack, host, models):
+    """The optional full-resolution pass (source larger than 'resolution') adds detail to the
+    soft part of the matte and leaves fully opaque or transparent regions alone."""
+    hosted = load(pack)
+    frames, masks = clip(t=4, h=96, w=160)  # larger than resolution=64
+    plain = run_matte(pack, frames, masks, hosted, resolution=64)[0]
+    detailed = run_matte(pack, frames, masks, hosted, resolution=64, detail_pass=True)[0]
+    assert detailed.shape == plain.shape and 0 <= float(detailed.min()) and float(detailed.max()) <= 1
+    ref = pack.videomama.refine.detail_refine(frames, plain, resolution=64)
+    assert torch.allclose(detailed, ref, atol=1e-6)
+    assert float((detailed - plain).abs().max()) > 1e-3  # the pass did something
+    hard = (plain < 0.005) | (plain > 0.995)
+    if hard.any():
+        assert float((detailed - plain)[hard].abs().max()) < 1e-2

@@ -42,6 +42,8 @@ def add_parser(sub) -> None:
                    help="auto = fp16 on CUDA, fp32 on CPU")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--mask-threshold", type=float, default=0.5, help="binarise masks above this (default %(default)s)")
+    p.add_argument("--detail", action="store_true",
+                   help="after VideoMaMa, transfer full-resolution edge detail from frames larger than --resolution")
     p.add_argument("--progress", action="store_true", help="draw the progress bar even when stderr is not a terminal")
     p.set_defaults(run=run)
 
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         dtype = resolve_dtype(args.precision, device)
         model = load_model(args.unet, args.vae, dtype=dtype, device=device)
         alphas = iter_matte(model, frames, masks, options, progress=bar)
+        if args.detail:
+            alphas = _with_detail(frames, alphas, options)
     target = write_alpha_sequence(alphas, args.out)
     log.info("wrote %d alpha frames to %s in %.1f s", len(frames), target, time.monotonic() - started)
     return 0
@@ -104,3 +108,11 @@ def _refine_without_weights(frames, masks, options: MatteOptions, bar):
     mask_clip = torch.stack([resize_mask(mask_seq[i], size) for i in range(count)])
     alpha = refine_clip(clip, mask_clip, progress=bar)
     return ((i, alpha[i]) for i in range(count))
+
+
+def _with_detail(frames, alphas, options: MatteOptions):
+    """Full-resolution detail pass per finished window's frames (frames are read once more)."""
+    from ..refine import detail_refine
+
+    for index, alpha in alphas:
+        yield index, detail_refine([frames[index]], alpha[None], resolution=options.resolution)[0]
