@@ -42,6 +42,10 @@ def add_parser(sub) -> None:
                    help="auto = fp16 on CUDA, fp32 on CPU")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--mask-threshold", type=float, default=0.5, help="binarise masks above this (default %(default)s)")
+    p.add_argument("--memory", default="auto",
+                   choices=("auto", "default", "low_vram", "low_vram_decode4", "low_vram_tiled"),
+                   help="memory plan: auto picks from free GPU memory; low_vram streams UNet blocks from host "
+                        "memory (same result); the last two lower memory further but change the result")
     p.add_argument("--detail", action="store_true",
                    help="after VideoMaMa, transfer full-resolution edge detail from frames larger than --resolution")
     p.add_argument("--progress", action="store_true", help="draw the progress bar even when stderr is not a terminal")
@@ -79,12 +83,19 @@ def run(args: argparse.Namespace) -> int:
         alphas = _refine_without_weights(frames, masks, options, bar)
     else:
         from ..checkpoints import load_model
-        from ..video import iter_matte
+        from ..lowvram import choose_plan, iter_matte_planned
+        from ..masks import as_tensor
 
         device = resolve_device(args.device)
         dtype = resolve_dtype(args.precision, device)
-        model = load_model(args.unet, args.vae, dtype=dtype, device=device)
-        alphas = iter_matte(model, frames, masks, options, progress=bar)
+        first = as_tensor(frames[0], "--frames")
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 1 << 62
+        plan = choose_plan(free, (int(first.shape[0]), int(first.shape[1])), options.window,
+                           resolution=options.resolution, dtype=dtype, force=args.memory)
+        log.info("memory plan: %s", plan.name)
+        # A streaming plan keeps the weights in host memory and moves blocks in as they run.
+        model = load_model(args.unet, args.vae, dtype=dtype, device="cpu" if plan.stream_unet else device)
+        alphas = iter_matte_planned(model, frames, masks, options, plan, compute_device=device, progress=bar)
         if args.detail:
             alphas = _with_detail(frames, alphas, options)
     target = write_alpha_sequence(alphas, args.out)
