@@ -34,24 +34,9 @@ def _checkerboard_preview(frames: torch.Tensor, alpha: torch.Tensor) -> torch.Te
     return composite(frames, alpha, checkerboard(h, w))
 
 
-def estimate_activation_bytes(height: int, width: int, options: MatteOptions, dtype: torch.dtype) -> int:
-    """Rough device memory one window needs besides the weights (fallback when the library has
-    no memory planner): the VAE encoder on the window's frames and masks at the padded size with
-    128 channels, the temporal decoder on ``decode_chunk`` frames, the UNet at 1/8 size with
-    320 channels. Too high only makes ComfyUI offload more; too low risks running out of memory.
-    """
-    geo = plan_geometry(height, width, options.resolution)
-    pixels = geo.pad_h * geo.pad_w
-    el = torch.empty((), dtype=dtype).element_size()
-    encoder = 2 * options.window * pixels * 128 * el * 4
-    decoder = options.decode_chunk * pixels * 128 * el * 6
-    unet = options.window * (pixels // 64) * 320 * el * 12
-    return int(max(encoder, decoder, unet)) + 400 * 2**20
-
-
 @dataclass(frozen=True)
 class _RunPlan:
-    plan: Any  # a videomama.lowvram.Plan, or None when the library has no planner
+    plan: Any  # a videomama.lowvram.Plan
     activation_bytes: int
 
 
@@ -64,10 +49,8 @@ def _memory_plan(frames_hw: tuple[int, int], options: MatteOptions, dtype: torch
     used (default; or the VAE encoder one image per call). ``free_bytes``: device memory for
     activations (None on the CPU: no limit). The estimate is what load_models_gpu keeps free.
     """
-    try:
-        from ..videomama import lowvram
-    except ImportError:
-        return _RunPlan(None, estimate_activation_bytes(*frames_hw, options, dtype))
+    from ..videomama import lowvram
+
     geo = plan_geometry(frames_hw[0], frames_hw[1], options.resolution)
     if smaller:
         plan = lowvram.LOW_VRAM
@@ -80,11 +63,6 @@ def _memory_plan(frames_hw: tuple[int, int], options: MatteOptions, dtype: torch
     est = lowvram.estimate_memory(plan, (geo.pad_h, geo.pad_w), options.window, dtype=dtype,
                                   decode_chunk=options.decode_chunk, host_streams_weights=True)
     return _RunPlan(plan, int(est.peak))
-
-
-def _is_oom(exc: BaseException) -> bool:
-    oom = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t)
-    return (bool(oom) and isinstance(exc, oom)) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
 class LoadVideoMaMa:
@@ -262,6 +240,7 @@ class MaskToMatte:
     @staticmethod
     def _videomama(hosted: host.HostedModel, frames: torch.Tensor, masks: torch.Tensor,
                    options: MatteOptions) -> torch.Tensor:
+        from ..videomama.lowvram import PlannedModel
         from ..videomama.video import matte_clip, plan_windows
 
         if not isinstance(hosted, host.HostedModel):
@@ -273,14 +252,10 @@ class MaskToMatte:
         def attempt(run: _RunPlan) -> torch.Tensor:
             model = host.load_for_inference(hosted, memory_required=run.activation_bytes)
             progress, cancel = host.progress_and_cancel(len(windows))
-            runner: Any = model
-            if run.plan is not None:
-                from ..videomama.lowvram import PlannedModel
-
-                runner = PlannedModel(model, run.plan)
-                log.info("MaskToMatte: memory plan '%s' (VAE encoder %s image(s) per call; weights placed by "
-                         "ComfyUI), ~%.2f GB of activations reserved", run.plan.name,
-                         run.plan.encode_batch or "all", run.activation_bytes / 1e9)
+            runner = PlannedModel(model, run.plan)
+            log.info("MaskToMatte: memory plan '%s' (VAE encoder %s image(s) per call; weights placed by ComfyUI), "
+                     "~%.2f GB of activations reserved", run.plan.name, run.plan.encode_batch or "all",
+                     run.activation_bytes / 1e9)
             with host.interruptible():
                 return matte_clip(runner, frames, masks, options, progress=progress, should_cancel=cancel)
 
@@ -289,7 +264,9 @@ class MaskToMatte:
         try:
             return attempt(first)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
-            if not _is_oom(exc) or first.plan is None or first.plan == second.plan:
+            from ..videomama.lowvram import is_oom_error
+
+            if not is_oom_error(exc) or first.plan == second.plan:
                 raise
         # Outside the except block, so the failed attempt's tensors are freed before retrying.
         host.soft_empty_cache()
