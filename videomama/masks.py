@@ -35,6 +35,21 @@ def as_tensor(x: Any, name: str) -> torch.Tensor:
 
 def check_frame(frame: torch.Tensor, index: int, name: str = "frames") -> torch.Tensor:
     """Validate one (H, W, 3) frame: three channels, finite values; returns it clamped to [0, 1]."""
+    check_frame_shape(frame, index, name)
+    check_finite(frame[None], [index], name)
+    return frame.clamp(0.0, 1.0)
+
+
+def check_finite(frames: torch.Tensor, indices: list[int], name: str = "frames") -> None:
+    """One reduction over a batch (on whatever device it lives); names the first bad frame."""
+    finite = torch.isfinite(frames).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = indices[int((~finite).nonzero()[0])]
+        raise InputError(f"{name}[{bad}] contains NaN or infinite values; fix the node or file that produced it.")
+
+
+def check_frame_shape(frame: torch.Tensor, index: int, name: str = "frames") -> None:
+    """A frame must be (H, W, 3) RGB and at least 8x8 pixels."""
     if frame.ndim != 3 or frame.shape[-1] != 3:
         hint = " (RGBA: drop the alpha channel first)" if frame.ndim == 3 and frame.shape[-1] == 4 else ""
         raise InputError(
@@ -42,9 +57,6 @@ def check_frame(frame: torch.Tensor, index: int, name: str = "frames") -> torch.
         )
     if frame.shape[0] < 8 or frame.shape[1] < 8:
         raise InputError(f"{name}[{index}] is {frame.shape[1]}x{frame.shape[0]} pixels; give frames of at least 8x8.")
-    if not torch.isfinite(frame).all():
-        raise InputError(f"{name}[{index}] contains NaN or infinite values; fix the node or file that produced it.")
-    return frame.clamp(0.0, 1.0)
 
 
 def check_mask(mask: torch.Tensor, index: int, threshold: float, name: str = "masks") -> torch.Tensor:
