@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import Cancelled, CheckpointError, InputError, VideoMaMaError
-from .weights_io import SAFETENSORS_SUFFIXES, TensorIndex, open_tensor_file
+from .weights_io import SAFETENSORS_SUFFIXES, TensorIndex, is_pickle_bytes, open_tensor_file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ._sam2_ext import VideoMaMaSAM2Predictor
@@ -198,7 +198,7 @@ def _read_sam2_file(path: str | os.PathLike[str]) -> tuple[TensorIndex, str | No
         raise CheckpointError(f"'{path}' is a folder; give the SAM2 checkpoint file itself (e.g. sam2.1_hiera_tiny.pt).")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+    if not is_pickle_bytes(head):
         # Not a torch pickle: let the safetensors reader try (it names the file on failure).
         index = open_tensor_file(path)
         return index, index.metadata.get(SAM2_CONFIG_KEY)

@@ -60,7 +60,7 @@ class TensorIndex:
         return name in self.shapes
 
 
-def _is_pickle_bytes(head: bytes) -> bool:
+def is_pickle_bytes(head: bytes) -> bool:
     # torch.save writes a zip (PK..) since 1.6; the legacy format starts with a pickle opcode.
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
@@ -74,7 +74,7 @@ def open_tensor_file(path: str | os.PathLike[str]) -> TensorIndex:
         raise CheckpointError(f"'{path}' is a folder where a weight file was expected.")
     with open(path, "rb") as fh:
         head = fh.read(16)
-    if path.suffix.lower() in SAFETENSORS_SUFFIXES or not _is_pickle_bytes(head):
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES or not is_pickle_bytes(head):
         return _open_safetensors(path)
     return _open_pickle(path)
 
