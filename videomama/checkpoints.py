@@ -31,7 +31,14 @@ from typing import Literal
 import torch
 
 from .errors import CheckpointError
-from .weights_io import SAFETENSORS_SUFFIXES, PICKLE_SUFFIXES, TensorIndex, open_tensor_file, read_json
+from .weights_io import (
+    PICKLE_SUFFIXES,
+    SAFETENSORS_SUFFIXES,
+    TensorIndex,
+    describe_mismatch,
+    open_tensor_file,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,20 +243,13 @@ def _materialise(
     """Build ``model_factory()`` without allocating weights, then adopt ``state`` (strict)."""
     with torch.device("meta"):
         model = model_factory()
-    expected = set(model.state_dict().keys())
-    given = set(state.keys())
-    missing, unexpected = sorted(expected - given), sorted(given - expected)
-    if missing or unexpected:
+    mismatch = describe_mismatch(
+        {k: tuple(v.shape) for k, v in model.state_dict().items()}, {k: tuple(v.shape) for k, v in state.items()}
+    )
+    if mismatch:
         raise CheckpointError(
-            f"'{source}' does not match {what}: {len(missing)} tensors missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}). Is it the right file, complete and unmodified?"
+            f"'{source}' does not match {what}: tensors {mismatch}. Is it the right file, complete and unmodified?"
         )
-    shapes = model.state_dict()
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(shapes[name].shape):
-            raise CheckpointError(
-                f"'{source}': tensor '{name}' has shape {tuple(tensor.shape)}, {what} needs {tuple(shapes[name].shape)}."
-            )
     model.load_state_dict(state, strict=True, assign=True)
     leftovers = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftovers:

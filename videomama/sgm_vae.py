@@ -50,6 +50,7 @@ from typing import Any, Literal
 import torch
 
 from .errors import CheckpointError
+from .weights_io import describe_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -360,20 +361,10 @@ def _check_against_diffusers(shapes: Mapping[str, tuple[int, ...]], what: str) -
             expected = {k: tuple(v.shape) for k, v in AutoencoderKLTemporalDecoder(**config).state_dict().items()}
     except Exception as exc:  # an inconsistent set of widths makes the constructor itself fail
         raise CheckpointError(f"{what}: its tensor shapes do not describe a temporal VAE ({exc}).") from exc
-    missing = sorted(set(expected) - set(shapes))
-    extra = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if tuple(shapes[k]) != expected[k])
-    if missing or extra or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:4])})")
-        if extra:
-            parts.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:4])})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} with a wrong shape (e.g. {k}: {tuple(shapes[k])} instead of {expected[k]})")
+    mismatch = describe_mismatch(expected, shapes, examples=4)
+    if mismatch:
         raise CheckpointError(
-            f"{what}: does not match SVD's temporal VAE layout: {'; '.join(parts)}. "
+            f"{what}: does not match SVD's temporal VAE layout: {mismatch}. "
             "Give SVD's complete VAE (svd_xt*.safetensors or the diffusers 'vae' folder)."
         )
 

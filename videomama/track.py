@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import Cancelled, CheckpointError, InputError, VideoMaMaError
-from .weights_io import SAFETENSORS_SUFFIXES, TensorIndex, is_pickle_bytes, open_tensor_file
+from .weights_io import SAFETENSORS_SUFFIXES, TensorIndex, describe_mismatch, is_pickle_bytes, open_tensor_file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ._sam2_ext import VideoMaMaSAM2Predictor
@@ -524,20 +524,11 @@ def load_sam2(
     prefix = _strip_prefix(index.shapes)
     state = {k[len(prefix) :]: index.read(k) for k in index.keys() if k.startswith(prefix)}
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} of another shape (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(expected[k].shape)})")
+    mismatch = describe_mismatch({k: tuple(v.shape) for k, v in expected.items()},
+                                 {k: tuple(v.shape) for k, v in state.items()})
+    if mismatch:
         raise CheckpointError(
-            f"'{path}' does not match the {info.name} architecture ({source}): tensors {'; '.join(parts)}. "
+            f"'{path}' does not match the {info.name} architecture ({source}): tensors {mismatch}. "
             "The file is probably a modified or partial checkpoint; use an official SAM2/SAM2.1 file or give the matching config."
         )
     model.load_state_dict(state, strict=True)  # copies into the float32 parameters

@@ -135,6 +135,29 @@ def _open_pickle(path: Path) -> TensorIndex:
     )
 
 
+def describe_mismatch(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]],
+                      examples: int = 3) -> str | None:
+    """How the tensor names/shapes in a file differ from a model's, in a few words; None if they agree.
+
+    Shared by every loader so a wrong or partial file is described the same way everywhere.
+    """
+    missing = sorted(set(expected) - set(given))
+    extra = sorted(set(given) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(given) if tuple(given[k]) != tuple(expected[k]))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:examples])})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected (e.g. {', '.join(extra[:examples])})")
+    if wrong:
+        k = wrong[0]
+        parts.append(
+            f"{len(wrong)} with a wrong shape (e.g. {k}: {tuple(given[k])} in the file, "
+            f"another shape {tuple(expected[k])} in the model)"
+        )
+    return "; ".join(parts) or None
+
+
 def read_json(path: Path) -> dict:
     """Read a config.json, with an error that names it."""
     try:
