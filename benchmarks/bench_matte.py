@@ -2,18 +2,18 @@
 
 Builds the real-size VideoMaMa UNet (SVD-XT config, 12 input channels) and SVD's temporal VAE
 with random weights (timing and memory do not depend on weight values; nothing is
-downloaded) and runs the whole clip pipeline (``videomama.video.iter_matte``) on a synthetic
+downloaded) and runs the whole clip pipeline (``videomama.pipeline.matte.iter_matte``) on a synthetic
 clip held in memory (no file I/O is timed). All configurations run in ONE process on the
 same inputs, so their ratios are fair:
 
 * ``fp32``      our default plan in float32 (TF32 off): the reference every row is compared with;
-* ``default``   ``videomama.lowvram.DEFAULT`` (everything resident, the VAE encoder 8 images
+* ``default``   ``videomama.memory.plans.DEFAULT`` (everything resident, the VAE encoder 8 images
                 per call) in the CLI's precision: fp16 on CUDA, fp32 on the CPU (``--dtype``);
-* ``low_vram``  ``videomama.lowvram.LOW_VRAM``: UNet blocks streamed from host memory (next
+* ``low_vram``  ``videomama.memory.plans.LOW_VRAM``: UNet blocks streamed from host memory (next
                 block prefetched on a side CUDA stream), the VAE encoder one image per call;
 * ``default_channels_last`` / ``default_compile`` (opt-in via ``--configs``): candidate
                 optimisations, channels-last 2-D convolution weights / ``torch.compile`` of the UNet;
-* ``official``  the official approach, written from shared/spec/videomama-inference.md: fp16,
+* ``official``  the official approach, written from docs/inference.md: fp16,
                 8-bit (PIL) round trips of the inputs and the output, frames stretched to the
                 processing size, SVD's CLIP ViT-H/14 image encoder (random weights) run on the
                 first frame (its output then zeroed, as upstream does), the VAE encoder one image
@@ -62,19 +62,21 @@ from torch.utils._pytree import tree_leaves
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videomama import lowvram  # noqa: E402
-from videomama.checkpoints import SVD_VAE_CONFIG  # noqa: E402
-from videomama.configs import (  # noqa: E402
+from videomama.memory import plans as memory_plans
+from videomama.memory.execution import use_plan
+from videomama.memory.retry import free_memory
+from videomama.options import MatteOptions
+from videomama.pipeline.geometry import fit_geometry
+from videomama.pipeline.matte import iter_matte
+from videomama.pipeline.model import ADDED_TIME_IDS, TIMESTEP, VideoMaMaModel
+from videomama.weights.checkpoints import SVD_VAE_CONFIG
+from videomama.weights.configs import (
     TINY_UNET_CONFIG,
     TINY_VAE_CONFIG,
     VIDEOMAMA_UNET_CONFIG,
     build_random_unet,
     build_random_vae,
 )
-from videomama.geometry import plan_geometry  # noqa: E402
-from videomama.model import ADDED_TIME_IDS, TIMESTEP, VideoMaMaModel  # noqa: E402
-from videomama.options import MatteOptions  # noqa: E402
-from videomama.video import iter_matte  # noqa: E402
 
 log = logging.getLogger("bench_matte")
 
@@ -93,7 +95,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # ---------------------------------------------------------------------------------------------- measuring
 class LiveTensorBytes(TorchDispatchMode):
     """Peak bytes of live tensors created inside the mode (any device): a device-independent
-    activation measure, used to calibrate ``videomama.lowvram``'s memory model on the CPU."""
+    activation measure, used to calibrate ``videomama.memory.plans``'s memory model on the CPU."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -265,7 +267,7 @@ class PooledClip(Sequence):
 
 def make_pool(height: int, width: int, count: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic frames (count, H, W, 3) and their coarse masks (count, H, W)."""
-    from videomama.synthetic import coarse_mask, make_clip
+    from videomama.eval.synthetic import coarse_mask, make_clip
 
     clip = make_clip(count, height, width, seed=seed, subsamples=1)
     return clip.frames.contiguous(), coarse_mask(clip.alpha, 8).contiguous()
@@ -465,14 +467,14 @@ def run_config(name: str, master: VideoMaMaModel, args: argparse.Namespace, devi
     """Run one configuration on the clip; returns its measurements."""
     meter = MemoryMeter(device)
     dtype = dtype or args.run_dtype
-    plan = lowvram.DEFAULT
+    plan = memory_plans.DEFAULT
     notes = ""
     clip_model = None
     if name == "official":
         dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         notes = "fp16" if device.type == "cuda" else "bf16 on CPU (fp16 convolutions are impractically slow there)"
     if name == "low_vram":
-        plan = lowvram.LOW_VRAM
+        plan = memory_plans.LOW_VRAM
         model = instantiate(master, dtype, "cpu")  # weights start in host memory; the plan streams them
     else:
         model = instantiate(master, dtype, device)
@@ -486,9 +488,9 @@ def run_config(name: str, master: VideoMaMaModel, args: argparse.Namespace, devi
     if name == "official":
         clip_model, impl = build_clip(CLIP_TINY if args.tiny else CLIP_VIT_H14, dtype, device)
         notes += f"; CLIP image encoder: {impl}"
-    geo = plan_geometry(frames[0].shape[0], frames[0].shape[1], options.resolution)
+    geo = fit_geometry(frames[0].shape[0], frames[0].shape[1], options.resolution)
 
-    with lowvram.use_plan(model, plan, device) as planned, _true_fp32(device, dtype == torch.float32):
+    with use_plan(model, plan, device) as planned, _true_fp32(device, dtype == torch.float32):
         def once(n: int, clock: StageClock, reference_, keep_):
             sub_f, sub_m = (frames, masks) if n == len(frames) else (PooledClip(frames.pool, n), PooledClip(masks.pool, n))
             if name == "official":
@@ -513,7 +515,7 @@ def run_config(name: str, master: VideoMaMaModel, args: argparse.Namespace, devi
     stage_s = {k: clock.seconds.get(k, 0.0) for k in STAGES}
     cpu_side = max(0.0, total - sum(stage_s.values()))
     model = clip_model = planned = None  # drop every reference (the closure's too) before the next config
-    lowvram.free_memory()
+    free_memory()
     return Result(
         config=name, dtype=DTYPE_NAMES[dtype], frames=len(frames), source=f"{frames[0].shape[1]}x{frames[0].shape[0]}",
         processing=f"{geo.pad_w}x{geo.pad_h}", total_s=total, stages=stage_s, cpu_side_s=cpu_side,
@@ -548,7 +550,7 @@ def sweep_table(rows: list[Result]) -> str:
     head = "| config | processing | frames | ms/frame | encode ms/f | UNet ms/f | decode ms/f | CPU-side ms/f | peak MiB |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
-        per = lambda s: 1000 * s / r.frames  # noqa: E731
+        per = lambda s, r=r: 1000 * s / r.frames  # noqa: E731
         lines.append(
             f"| {r.config} | {r.processing} | {r.frames} | {per(r.total_s):.1f} | {per(r.stages['encode']):.1f} | "
             f"{per(r.stages['unet']):.1f} | {per(r.stages['decode']):.1f} | {per(r.cpu_side_s):.1f} | "

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videomama.composite import estimate_foreground  # noqa: E402
-from videomama.metrics import compute_all  # noqa: E402
-from videomama.refine import detail_refine, refine_clip  # noqa: E402
-from videomama.synthetic import SyntheticScene, coarse_mask  # noqa: E402
+from videomama.eval.metrics import compute_all
+from videomama.eval.synthetic import SyntheticScene, coarse_mask
+from videomama.imaging.composite import estimate_foreground
+from videomama.imaging.refine import detail_refine, refine_clip
 
 
 def _sync(device: torch.device) -> None:

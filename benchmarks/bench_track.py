@@ -1,4 +1,4 @@
-"""Frames per second of SAM2 tracking (videomama.track) on 1024-wide frames.
+"""Frames per second of SAM2 tracking (videomama.sam2.loading) on 1024-wide frames.
 
 Builds a random-weight model from the real sam2 config (official architecture, so the
 compute is that of the released checkpoint; only the numbers in the masks are meaningless),
@@ -26,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videomama import track as tr  # noqa: E402
+from videomama.sam2 import configs, loading, tracking
+from videomama.sam2 import prompts as sam2_prompts
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -50,12 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    model = tr.build_sam2_predictor(tr.sam2_model_config(args.version, args.size))
+    model = configs.build_sam2_predictor(configs.sam2_model_config(args.version, args.size))
     with tempfile.TemporaryDirectory() as tmp:
-        path = tr.save_sam2_checkpoint(model, Path(tmp) / f"sam{args.version}_{args.size}_random.safetensors")
+        path = loading.save_sam2_checkpoint(model, Path(tmp) / f"sam{args.version}_{args.size}_random.safetensors")
         del model
         t1 = time.perf_counter()
-        predictor = tr.load_sam2(path, args.device, DTYPES.get(args.dtype))
+        tracker = loading.load_sam2(path, args.device, DTYPES.get(args.dtype))
+        predictor = tracker.predictor
         load_s = time.perf_counter() - t1
     build_s = t1 - t0
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     frames += 0.02 * torch.rand(frames.shape, generator=g)
     frames.clamp_(0, 1)
     k = args.frames // 2 if args.prompt_frame is None else args.prompt_frame
-    prompts = tr.parse_prompts(
+    prompts = sam2_prompts.parse_prompts(
         f'[{{"frame": {k}, "points": [[{args.width / 2}, {args.height / 2}]]}}]', args.frames, args.height, args.width
     )
 
@@ -78,15 +80,13 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
 
-    masks = tr.track(predictor, frames, prompts, output=args.output, progress=progress)
+    masks = tracking.track(tracker, frames, prompts, output=args.output, progress=progress)
     total_s = time.perf_counter() - start
     assert masks.shape == (args.frames, args.height, args.width)
     steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
 
-    info = predictor.videomama_info
-    compute = "float32"
-    if predictor.device.type == "cuda":
-        compute = str(tr._resolve_dtype(predictor.device, predictor.videomama_dtype)).replace("torch.", "")
+    info = tracker.info
+    compute = str(loading.compute_dtype(predictor.device, tracker.dtype)).replace("torch.", "")
     print(f"model       : {info.name} ({info.config_source}), image size {predictor.image_size}, random weights")
     print(f"device      : {predictor.device} ({torch.cuda.get_device_name() if predictor.device.type == 'cuda' else platform.processor() or platform.machine()}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, compute {compute}")

@@ -37,7 +37,7 @@ def _load() -> None:
             IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
             log.warning("ComfyUI-VideoMaMa: the nodes of %s are unavailable (%s)", name, exc, exc_info=True)
             continue
-        except Exception as exc:  # noqa: BLE001 - one broken node module must not hide the others
+        except Exception as exc:
             if name in REQUIRED:
                 raise
             IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"

@@ -85,8 +85,8 @@ class AlphaComposite:
                   background: str = "color", color: str = "#00FF00", fit: str = "cover",
                   estimate_foreground: bool = True, rgba_mode: str = "straight",
                   background_image: torch.Tensor | None = None):
-        from ..videomama import composite as comp
         from ..videomama.errors import InputError
+        from ..videomama.imaging import composite as comp
 
         frames = image_rgb(foreground, "foreground")
         a = mask_batch(alpha, "alpha").clamp(0.0, 1.0)

@@ -139,11 +139,11 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
 @functools.lru_cache(maxsize=4096)
 def _classify_cached(path: str, size: int, mtime_ns: int) -> str:
     """What a weight file holds, from its tensor names (safetensors header only: cheap)."""
-    from ..videomama.checkpoints import identify
+    from ..videomama.weights.checkpoints import identify
 
     try:
         info = identify(path)
-    except Exception as exc:  # noqa: BLE001 - a broken file must not break the node list
+    except Exception as exc:
         log.debug("cannot identify %s: %s", path, exc)
         return "unreadable"
     if info.kind == "svd_checkpoint":
@@ -390,7 +390,7 @@ def place_unmanaged(model: nn.Module, device: torch.device) -> int:
     return moved
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _patcher_class() -> type:
     import comfy.model_patcher  # type: ignore[import-not-found]
 
@@ -516,3 +516,33 @@ def interruptible() -> Iterator[None]:
 
 def progress_and_cancel(total: int) -> tuple[Callable[[int, int], None], Callable[[], bool]]:
     return Progress(total), should_cancel
+
+
+class ComfyHost:
+    """The library runner's weight host inside ComfyUI (see videomama.pipeline.run.WeightHost).
+
+    ComfyUI's model management places the weights (freeing or partially unloading other
+    models, streaming comfy.ops layers in --lowvram/--novram), so plans never stream UNet
+    blocks here; the runner tells it how much activation memory a plan needs.
+    """
+
+    places_weights = True
+
+    def __init__(self, hosted: HostedModel):
+        self.hosted = hosted
+
+    def available_bytes(self, model: nn.Module) -> int | None:
+        return free_memory_for(self.hosted)
+
+    def place(self, model: nn.Module, plan: Any, activation_bytes: int) -> None:
+        load_for_inference(self.hosted, memory_required=activation_bytes)
+
+    def release(self) -> None:
+        import gc
+
+        gc.collect()  # tensors of the failed attempt held in reference cycles
+        soft_empty_cache()
+
+    def finish(self, model: nn.Module) -> None:
+        pass  # ComfyUI keeps the model loaded until it needs the memory
+

@@ -23,12 +23,13 @@ _DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": 
 
 
 class Sam2Holder(nn.Module):
-    """A plain module around SAM2's predictor, whose ``device`` is a read-only property that
-    ComfyUI's patcher could not assign."""
+    """A plain module around SAM2's predictor (whose ``device`` is a read-only property that
+    ComfyUI's patcher could not assign), carrying the library's tracker handle."""
 
-    def __init__(self, predictor: nn.Module):
+    def __init__(self, tracker: Any):
         super().__init__()
-        self.predictor = predictor
+        self.predictor = tracker.predictor
+        self.tracker = tracker  # a videomama.sam2.loading.Sam2Tracker around the same predictor
 
 
 class LoadSAM2:
@@ -60,11 +61,11 @@ class LoadSAM2:
         }
 
     def load(self, checkpoint: str, precision: str = "auto"):
-        from ..videomama.track import load_sam2
+        from ..videomama.sam2.loading import load_sam2
 
         path = host.resolve_choice(checkpoint, "checkpoint")
-        predictor = load_sam2(path, device="cpu", dtype=_DTYPES.get(precision))
-        hosted = host.host_model(Sam2Holder(predictor), streamable=False,
+        tracker = load_sam2(path, device="cpu", dtype=_DTYPES.get(precision))
+        hosted = host.host_model(Sam2Holder(tracker), streamable=False,
                                  description=f"SAM2 {checkpoint}", checkpoint=checkpoint)
         return (hosted,)
 
@@ -143,7 +144,8 @@ class SAM2MatteTrack:
               negative: str | None = None, mask: torch.Tensor | None = None, points_frame: int = 0,
               mask_frame: int = 0):
         from ..videomama.errors import InputError
-        from ..videomama.track import parse_prompts, track
+        from ..videomama.sam2.prompts import parse_prompts
+        from ..videomama.sam2.tracking import track
 
         if not isinstance(sam2_model, host.HostedModel) or not isinstance(sam2_model.model, Sam2Holder):
             raise TypeError(f"sam2_model is a {type(sam2_model).__name__}; connect the output of LoadSAM2.")
@@ -165,7 +167,7 @@ class SAM2MatteTrack:
         holder = host.load_for_inference(sam2_model)
         progress, cancel = host.progress_and_cancel(t)
         with host.interruptible():
-            masks = track(holder.predictor, frames, parsed, output=output, objects=objects,
+            masks = track(holder.tracker, frames, parsed, output=output, objects=objects,
                           offload_to_cpu=bool(offload_to_cpu), progress=progress, should_cancel=cancel)
         return (masks.to(host.intermediate_device()),)
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..videomama.geometry import plan_geometry
 from ..videomama.options import (
     DEFAULT_OVERLAP,
     DEFAULT_RESOLUTION,
@@ -28,41 +26,10 @@ SEED_MAX = 0xFFFFFFFFFFFFFFFF  # as ComfyUI's samplers; folded into the library'
 
 def _checkerboard_preview(frames: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """The subject over a grey checkerboard (straight alpha), for a quick look at the matte."""
-    from ..videomama.composite import checkerboard, composite
+    from ..videomama.imaging.composite import checkerboard, composite
 
     h, w = alpha.shape[-2:]
     return composite(frames, alpha, checkerboard(h, w))
-
-
-@dataclass(frozen=True)
-class _RunPlan:
-    plan: Any  # a videomama.lowvram.Plan
-    activation_bytes: int
-
-
-def _memory_plan(frames_hw: tuple[int, int], options: MatteOptions, dtype: torch.dtype,
-                 free_bytes: int | None, smaller: bool = False) -> _RunPlan:
-    """How to run in the device memory ComfyUI can give us.
-
-    ComfyUI places (and in low-VRAM modes streams) the weights itself, so the library never
-    streams them here: only plans that bound activations without changing the result are
-    used (default; or the VAE encoder one image per call). ``free_bytes``: device memory for
-    activations (None on the CPU: no limit). The estimate is what load_models_gpu keeps free.
-    """
-    from ..videomama import lowvram
-
-    geo = plan_geometry(frames_hw[0], frames_hw[1], options.resolution)
-    if smaller:
-        plan = lowvram.LOW_VRAM
-    elif free_bytes is None:
-        plan = lowvram.DEFAULT
-    else:
-        plan = lowvram.choose_plan(max(0, free_bytes), frames_hw, options.window, resolution=options.resolution,
-                                   dtype=dtype, decode_chunk=options.decode_chunk, host_streams_weights=True)
-    plan = lowvram.replace(plan, stream_unet=False)
-    est = lowvram.estimate_memory(plan, (geo.pad_h, geo.pad_w), options.window, dtype=dtype,
-                                  decode_chunk=options.decode_chunk, host_streams_weights=True)
-    return _RunPlan(plan, int(est.peak))
 
 
 class LoadVideoMaMa:
@@ -101,8 +68,8 @@ class LoadVideoMaMa:
         }
 
     def load(self, unet: str, vae: str, precision: str = "auto"):
-        from ..videomama.checkpoints import load_unet, load_vae
-        from ..videomama.model import VideoMaMaModel
+        from ..videomama.pipeline.model import VideoMaMaModel
+        from ..videomama.weights.checkpoints import load_unet, load_vae
 
         unet_path = host.resolve_choice(unet, "unet")
         vae_path = host.resolve_choice(vae, "vae")
@@ -218,7 +185,7 @@ class MaskToMatte:
 
     @staticmethod
     def _refine(frames: torch.Tensor, masks: torch.Tensor, options: MatteOptions) -> torch.Tensor:
-        from ..videomama.refine import refine_clip
+        from ..videomama.imaging.refine import refine_clip
 
         log.info("MaskToMatte: no VideoMaMa model connected; using the weight-free refiner.")
         progress, cancel = host.progress_and_cancel(frames.shape[0])
@@ -230,7 +197,7 @@ class MaskToMatte:
 
     @staticmethod
     def _detail(frames: torch.Tensor, alpha: torch.Tensor, options: MatteOptions) -> torch.Tensor:
-        from ..videomama.refine import detail_refine
+        from ..videomama.imaging.refine import detail_refine
 
         progress, cancel = host.progress_and_cancel(frames.shape[0])
         with host.interruptible():
@@ -240,40 +207,17 @@ class MaskToMatte:
     @staticmethod
     def _videomama(hosted: host.HostedModel, frames: torch.Tensor, masks: torch.Tensor,
                    options: MatteOptions) -> torch.Tensor:
-        from ..videomama.lowvram import PlannedModel
-        from ..videomama.video import matte_clip, plan_windows
+        from ..videomama.pipeline.matte import collect_frames
+        from ..videomama.pipeline.run import run_matte
+        from ..videomama.pipeline.schedule import split_windows
 
         if not isinstance(hosted, host.HostedModel):
             raise TypeError(f"model is a {type(hosted).__name__}; connect the output of LoadVideoMaMa.")
-        windows = plan_windows(frames.shape[0], options.window, options.overlap)
-        dtype = hosted.info.get("unet_dtype", torch.float32)
-        hw = (int(frames.shape[1]), int(frames.shape[2]))
-
-        def attempt(run: _RunPlan) -> torch.Tensor:
-            model = host.load_for_inference(hosted, memory_required=run.activation_bytes)
-            progress, cancel = host.progress_and_cancel(len(windows))
-            runner = PlannedModel(model, run.plan)
-            log.info("MaskToMatte: memory plan '%s' (VAE encoder %s image(s) per call; weights placed by ComfyUI), "
-                     "~%.2f GB of activations reserved", run.plan.name, run.plan.encode_batch or "all",
-                     run.activation_bytes / 1e9)
-            with host.interruptible():
-                return matte_clip(runner, frames, masks, options, progress=progress, should_cancel=cancel)
-
-        first = _memory_plan(hw, options, dtype, host.free_memory_for(hosted))
-        second = _memory_plan(hw, options, dtype, None, smaller=True)
-        try:
-            return attempt(first)
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
-            from ..videomama.lowvram import is_oom_error
-
-            if not is_oom_error(exc) or first.plan == second.plan:
-                raise
-        # Outside the except block, so the failed attempt's tensors are freed before retrying.
-        host.soft_empty_cache()
-        log.warning("MaskToMatte: out of memory; retrying once with memory plan '%s' (VAE encoder %s image(s) per "
-                    "call; the same result up to rounding). If it fails again, lower resolution or window.",
-                    second.plan.name, second.plan.encode_batch)
-        return attempt(second)
+        windows = split_windows(frames.shape[0], options.window, options.overlap)
+        progress, cancel = host.progress_and_cancel(len(windows))
+        with host.interruptible():
+            return collect_frames(run_matte(hosted.model, frames, masks, options, host=host.ComfyHost(hosted),
+                                            progress=progress, should_cancel=cancel), frames.shape[0])
 
 
 NODE_CLASS_MAPPINGS = {"LoadVideoMaMa": LoadVideoMaMa, "MaskToMatte": MaskToMatte}

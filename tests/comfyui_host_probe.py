@@ -63,9 +63,9 @@ def main(comfy_dir: str, out_path: str) -> None:
     host = pack.nodes.host
     from importlib import import_module
 
-    configs = import_module(f"{name}.videomama.configs")
-    model_mod = import_module(f"{name}.videomama.model")
-    video = import_module(f"{name}.videomama.video")
+    configs = import_module(f"{name}.videomama.weights.configs")
+    model_mod = import_module(f"{name}.videomama.pipeline.model")
+    video = import_module(f"{name}.videomama.pipeline.matte")
     options = import_module(f"{name}.videomama.options")
     mid = {**configs.TINY_UNET_CONFIG, "block_out_channels": [128, 256, 256, 256], "num_attention_heads": [2, 4, 4, 4]}
 
@@ -204,7 +204,7 @@ def main(comfy_dir: str, out_path: str) -> None:
         mm.load_models_gpu([patcher])
         left = [n for n, p in bare.named_parameters() if p.device.type != "meta"]
         result["plain_modelpatcher_lowvram"] = {"error": None, "params_left_on_cpu": len(left), "examples": left[:3]}
-    except Exception as exc:  # noqa: BLE001 - recorded, it is what we show
+    except Exception as exc:
         result["plain_modelpatcher_lowvram"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     mm.current_loaded_models.clear()
     restore()

@@ -37,10 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames must be even and --size a multiple of 8")
 
     sys.path.insert(0, args.comfyui_dir)
+    import comfy.cli_args
     import torch
     from safetensors.torch import save_file
-
-    import comfy.cli_args
 
     comfy.cli_args.args.cpu = True  # must be set before comfy.model_management is imported
     from comfy.ldm.models.autoencoder import AutoencodingEngine

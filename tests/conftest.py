@@ -1,6 +1,6 @@
 """Shared fixtures: tiny random-weight models saved in every on-disk layout users have.
 
-Tests then go through the real loaders (``videomama.checkpoints``), never through mocks.
+Tests then go through the real loaders (``videomama.weights.checkpoints``), never through mocks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from videomama.configs import (  # noqa: E402
+from videomama.weights.configs import (  # noqa: E402
     TINY_UNET_CONFIG,
     TINY_VAE_CONFIG,
     build_random_unet,
@@ -37,7 +37,7 @@ def tiny_vae():
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_unet, tiny_vae):
-    from videomama.model import VideoMaMaModel
+    from videomama.pipeline.model import VideoMaMaModel
 
     return VideoMaMaModel(tiny_unet, tiny_vae)
 
@@ -53,7 +53,7 @@ def save_safetensors(path: Path, tensors: dict, metadata: dict | None = None) ->
 @pytest.fixture(scope="session")
 def layouts(tmp_path_factory, tiny_unet, tiny_vae):
     """Paths of the tiny models in each supported (and some refused) layout."""
-    from videomama import sgm_vae
+    from videomama.weights import sgm_vae
 
     root = tmp_path_factory.mktemp("weights")
     paths: dict[str, Path] = {}

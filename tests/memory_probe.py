@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videomama.configs import build_random_model  # noqa: E402
-from videomama.options import MatteOptions  # noqa: E402
-from videomama.video import iter_matte  # noqa: E402
+from videomama.options import MatteOptions
+from videomama.pipeline.matte import iter_matte
+from videomama.weights.configs import build_random_model
 
 
 class LazyClip(Sequence):

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from videomama import lowvram as lv
-from videomama.configs import build_random_model
+from videomama.memory import plans as lv
+from videomama.memory.streaming import streamer_of
 from videomama.options import MatteOptions
+from videomama.pipeline.matte import collect_frames
+from videomama.pipeline.run import LocalHost, run_matte
+from videomama.weights.configs import build_random_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_matte.py"
@@ -89,7 +92,7 @@ def test_twenty_runs_leave_host_memory_where_the_second_left_it():
         first = None
         for run in range(20):  # alternate plans: hooks are installed and removed every other run
             plan = lv.LOW_VRAM if run % 2 else lv.DEFAULT
-            alpha = lv.matte_clip_planned(model, frames, masks, options, plan)
+            alpha = collect_frames(run_matte(model, frames, masks, options, memory=plan, host=LocalHost("cpu")), 5)
             if first is None:
                 first = alpha
             assert float((alpha - first).abs().max()) < 1e-3
@@ -99,7 +102,7 @@ def test_twenty_runs_leave_host_memory_where_the_second_left_it():
         grown = rss[19] - rss[1]
         print("RSS after each run (MiB):", [round(r / 2**20, 1) for r in rss])
         assert grown < 2 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB from run 2 to run 20"
-        assert lv.streamer_of(model) is None
+        assert streamer_of(model) is None
     finally:
         torch.set_num_threads(before)
 
@@ -114,7 +117,7 @@ def test_twenty_runs_leave_gpu_memory_where_the_second_left_it():
     allocated = []
     for run in range(20):
         plan = lv.LOW_VRAM if run % 2 else lv.DEFAULT
-        lv.matte_clip_planned(model, frames, masks, options, plan, compute_device="cuda")
+        collect_frames(run_matte(model, frames, masks, options, memory=plan, host=LocalHost("cuda")), 5)
         assert all(p.is_cuda for p in model.parameters())  # streaming puts every weight back afterwards
         gc.collect()
         torch.cuda.synchronize()

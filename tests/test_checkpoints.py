@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videomama.checkpoints import identify, load_model, load_unet, load_vae
 from videomama.errors import CheckpointError
+from videomama.weights.checkpoints import identify, load_model, load_unet, load_vae
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module, atol: float = 0.0) -> float:
@@ -51,7 +51,7 @@ def test_vae_layouts_load_bit_exact(layouts, tiny_vae, layout):
 
 def test_svd_single_file_reads_only_the_vae_tensors(layouts, monkeypatch):
     """From svd_xt.safetensors only first_stage_model.* is read, never the UNet/CLIP tensors."""
-    import videomama.weights_io as wio
+    import videomama.weights.files as wio
 
     read: list[str] = []
     real_open = wio._open_safetensors

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from standins import smooth_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,10 +65,11 @@ def test_matte_writes_16bit_pngs_at_source_size(clip_dirs, layouts, tmp_path):
     assert "11/11" in res.stderr or "windows" in res.stderr  # progress bar on stderr
 
     # Same result as the library called directly (same weights, options, seed).
-    from videomama.checkpoints import load_model
-    from videomama.io import alpha_to_uint16, open_frames
+    from videomama.io.frames import open_frames
+    from videomama.io.writers import alpha_to_uint16
     from videomama.options import MatteOptions
-    from videomama.video import matte_clip
+    from videomama.pipeline.matte import matte_clip
+    from videomama.weights.checkpoints import load_model
 
     model = load_model(layouts["unet_file"], layouts["svd_xt_single_file"])
     lib = matte_clip(model, open_frames(root / "frames"), open_frames(root / "masks"),
@@ -137,8 +137,8 @@ def test_convert_writes_a_single_file_that_loads_back(layouts, tiny_unet, tmp_pa
     out = tmp_path / "videomama_unet_fp16.safetensors"
     res = run_cli("convert", "--unet", layouts["unet_release_root"], "--out", out, "--dtype", "fp16")
     assert res.returncode == 0, res.stderr
-    from videomama.checkpoints import identify, load_unet
-    from videomama.weights_io import open_tensor_file
+    from videomama.weights.checkpoints import identify, load_unet
+    from videomama.weights.files import open_tensor_file
 
     index = open_tensor_file(out)
     assert set(index.dtypes.values()) == {torch.float16}
@@ -164,9 +164,9 @@ def test_low_vram_plan_gives_the_same_matte(clip_dirs, layouts, tmp_path):
                       "--unet", layouts["unet_file"], "--vae", layouts["vae_file_sgm"], "--resolution", 64,
                       "--window", 6, "--overlap", 2, "--memory", plan)
         assert res.returncode == 0, res.stderr
-        assert f"memory plan: {plan}" in res.stderr
+        assert f"memory plan '{plan}'" in res.stderr
         outs[plan] = np.stack(_read_alpha_dir(tmp_path / plan / "alpha")).astype(np.int64)
     # low_vram also encodes one image per VAE call instead of 8: float rounding only, which
-    # random tiny weights amplify to ~1e-3 (streaming itself is bit-identical: test_lowvram.py).
+    # random tiny weights amplify to ~1e-3 (streaming itself is bit-identical: test_memory_plans.py).
     diff = np.abs(outs["default"] - outs["low_vram"]) / 65535
     assert diff.max() < 2e-3 and diff.mean() < 1e-4

@@ -216,8 +216,9 @@ def base(tmp_path_factory):
 
     sys.path.insert(0, str(ROOT))
     from conftest import save_safetensors
-    from videomama import sgm_vae
-    from videomama.configs import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_random_unet, build_random_vae
+
+    from videomama.weights import sgm_vae
+    from videomama.weights.configs import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_random_unet, build_random_vae
 
     base = tmp_path_factory.mktemp("comfy_base")
     (base / "custom_nodes").mkdir()
@@ -307,8 +308,8 @@ def test_workflows_validate_against_live_object_info(object_info):
 
 def test_matte_video_with_mask_video(server, base):
     """Workflow (a) end to end with the tiny VideoMaMa: RGBA PNGs of the source size, one per frame."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     prompt = _api("matte_video_with_mask_video")
     _set(prompt, "MaskToMatte", resolution=64, window=4, overlap=1)
@@ -435,7 +436,7 @@ def test_model_management_in_every_vram_state(tmp_path):
     assert result["auto_dtypes_on_cpu"] == ["torch.float32", "torch.float32"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _has_gpu() -> bool:
     probe = subprocess.run([COMFYUI_PYTHON, "-c", "import torch; print(torch.cuda.is_available())"],
                            capture_output=True, text=True, timeout=120)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from videomama._filters import box_blur
-from videomama.composite import (
+from videomama.errors import Cancelled, InputError
+from videomama.eval.synthetic import make_clip
+from videomama.imaging.composite import (
     broadcast_frames,
     checkerboard,
     composite,
@@ -22,8 +22,7 @@ from videomama.composite import (
     to_rgba,
     unpremultiply,
 )
-from videomama.errors import Cancelled, InputError
-from videomama.synthetic import make_clip
+from videomama.imaging.filters import box_blur
 
 
 @pytest.fixture(scope="module")

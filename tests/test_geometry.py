@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videomama.geometry import alpha_to_source, frames_to_model, masks_to_model, plan_geometry
+from videomama.pipeline.geometry import alpha_to_source, fit_geometry, frames_to_model, masks_to_model
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ from videomama.geometry import alpha_to_source, frames_to_model, masks_to_model,
     ],
 )
 def test_plan(h, w, res, content, padded):
-    geo = plan_geometry(h, w, res)
+    geo = fit_geometry(h, w, res)
     assert (geo.content_h, geo.content_w) == content
     assert (geo.pad_h, geo.pad_w) == padded
     assert geo.pad_h % 64 == 0 and geo.pad_w % 64 == 0
@@ -31,7 +31,7 @@ def test_plan(h, w, res, content, padded):
 
 def test_padding_is_cropped_and_content_is_not_stretched():
     h, w = 90, 200
-    geo = plan_geometry(h, w, 256)  # content 115x256 -> padded 128x256
+    geo = fit_geometry(h, w, 256)  # content 115x256 -> padded 128x256
     assert (geo.content_h, geo.pad_h) == (115, 128)
     # A vertical ramp survives the round trip without any shift or squeeze.
     ramp = torch.linspace(0, 1, h)[:, None].expand(h, w)
@@ -45,7 +45,7 @@ def test_padding_is_cropped_and_content_is_not_stretched():
 
 
 def test_masks_stay_binary_after_resizing():
-    geo = plan_geometry(97, 131, 256)
+    geo = fit_geometry(97, 131, 256)
     mask = (torch.rand(2, 97, 131) > 0.5).float()
     out = masks_to_model(mask, geo)
     assert set(torch.unique(out).tolist()) <= {-1.0, 1.0}

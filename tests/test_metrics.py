@@ -11,21 +11,20 @@ import torch
 from PIL import Image
 
 from videomama.errors import InputError
-from videomama.metrics import (
+from videomama.eval.folders import evaluate_dirs, format_table
+from videomama.eval.metrics import (
     MetricAccumulator,
     compute_all,
     conn,
     dtssd,
-    evaluate_dirs,
-    format_table,
     gaussian_gradient_magnitude,
     grad,
     largest_component,
     mad,
     mse,
-    read_matte,
     unknown_region,
 )
+from videomama.io.frames import read_matte
 
 # ---------------------------------------------------------------------------------------------
 # MAD / MSE

@@ -250,18 +250,13 @@ def test_mask_to_matte_with_model(pack, host, models):
     # placed through ComfyUI's model management, once per run, with an activation estimate
     assert len(host.mm.LOAD_CALLS) == 1 and host.mm.LOAD_CALLS[0]["memory_required"] > 0
     # progress: one update per window, ending at total
-    windows = pack.videomama.video.plan_windows(6, 4, 1)
+    windows = pack.videomama.pipeline.schedule.split_windows(6, 4, 1)
     assert host.utils.UPDATES == [(k + 1, len(windows)) for k in range(len(windows))]
     # the node computes exactly what the library computes (under the library's default memory plan)
     lib = pack.videomama
     opts = lib.options.MatteOptions(resolution=64, window=4, overlap=1, posterior="mean")
-    try:
-        from importlib import import_module
-
-        lowvram = import_module(f"{PACK_NAME}.videomama.lowvram")
-        ref = lowvram.matte_clip_planned(hosted.model, frames, masks, opts, lowvram.DEFAULT, retry=False)
-    except ImportError:
-        ref = lib.video.matte_clip(hosted.model, frames, masks, opts)
+    planned = lib.memory.execution.PlannedModel(hosted.model, lib.memory.plans.DEFAULT)
+    ref = lib.pipeline.matte.matte_clip(planned, frames, masks, opts)
     assert torch.equal(alpha, ref)
 
 
@@ -319,7 +314,7 @@ def test_without_model_uses_weight_free_refiner(pack, host):
     alpha, rgba, preview = run_matte(pack, frames, masks, None)
     assert alpha.shape == (5, 40, 56)
     lib = pack.videomama
-    ref = lib.refine.refine_clip(frames, masks, threshold=0.5, work_size=64, device="cpu")
+    ref = lib.imaging.refine.refine_clip(frames, masks, threshold=0.5, work_size=64, device="cpu")
     assert torch.allclose(alpha, ref)
     # the matte follows the mask: inside ~1, outside ~0
     assert float(alpha[masks > 0.5].mean()) > 0.9 and float(alpha[masks < 0.5].mean()) < 0.1
@@ -451,7 +446,7 @@ def test_alpha_composite_backgrounds(pack, host):
     comp, _ = composite_node(pack, foreground=frames, alpha=masks, background="image",
                              background_image=bg_single, fit="stretch")
     assert comp.shape == (3, 40, 56, 3)
-    fitted = pack.videomama.composite.fit_image(bg_single, 40, 56, "stretch")[0]
+    fitted = pack.videomama.imaging.composite.fit_image(bg_single, 40, 56, "stretch")[0]
     for i in range(3):
         outside = masks[i] < 0.5
         assert torch.allclose(comp[i][outside], fitted[outside], atol=1e-6)  # one image for every frame
@@ -535,24 +530,31 @@ def test_sam2_placed_whole_on_a_simulated_gpu_in_novram(pack, host, sam2_file):
 
 # ------------------------------------------------------------------------------------------ memory plans
 def test_memory_plan_never_streams_weights_and_fits_the_free_memory(pack):
-    vn = pack.nodes.videomama_nodes
-    lowvram = pytest.importorskip(f"{PACK_NAME}.videomama.lowvram")
-    opts = pack.videomama.options.MatteOptions(resolution=1024, window=16)
-    roomy = vn._memory_plan((576, 1024), opts, torch.float16, 80 * 2**30)
-    tight = vn._memory_plan((576, 1024), opts, torch.float16, 4 * 2**30)
-    cpu = vn._memory_plan((576, 1024), opts, torch.float32, None)
-    assert roomy.plan.name == "default" and cpu.plan.name == "default"
-    assert tight.plan.name == "low_vram" and tight.plan.encode_batch == 1
-    for run in (roomy, tight, cpu):
-        assert run.plan.stream_unet is False  # ComfyUI places the weights, the library must not
-        assert not run.plan.changes_results
-    assert tight.activation_bytes <= roomy.activation_bytes
-    assert roomy.activation_bytes == lowvram.estimate_memory(
-        lowvram.DEFAULT, (576, 1024), 16, dtype=torch.float16, host_streams_weights=True).peak
+    lib = pack.videomama
+    opts = lib.options.MatteOptions(resolution=1024, window=16)
+
+    class Host:  # ComfyHost's planning inputs without a loaded model
+        places_weights = True
+
+        def __init__(self, free):
+            self.free = free
+
+        def available_bytes(self, model):
+            return self.free
+
+    def plan_for(free, dtype=torch.float16):
+        return lib.pipeline.run.resolve_plan("auto", Host(free), None, (576, 1024), opts, dtype)
+
+    roomy, tight, cpu = plan_for(80 * 2**30), plan_for(4 * 2**30), plan_for(None, torch.float32)
+    assert roomy.name == "default" and cpu.name == "default"
+    assert tight.name == "low_vram" and tight.encode_batch == 1
+    for plan in (roomy, tight, cpu):
+        assert plan.stream_unet is False  # ComfyUI places the weights, the library must not
+        assert not plan.changes_results
+    assert pack.nodes.host.ComfyHost.places_weights is True  # the node runs with plans like these
 
 
 def test_out_of_memory_retries_once_with_smaller_encoder_batches(pack, host, models, monkeypatch, caplog):
-    pytest.importorskip(f"{PACK_NAME}.videomama.lowvram")
     hosted = load(pack)
     frames, masks = clip(t=4)
     ref = run_matte(pack, frames, masks, hosted)[0]
@@ -571,8 +573,8 @@ def test_out_of_memory_retries_once_with_smaller_encoder_batches(pack, host, mod
         out = run_matte(pack, frames, masks, hosted)[0]
     # encoder batches of 1 instead of 8: the same result up to float rounding
     assert torch.allclose(out, ref, atol=1e-3) and len(calls) == 2 and calls[1] <= calls[0]
-    assert "out of memory; retrying once with memory plan 'low_vram'" in caplog.text
-    assert "memory plan 'low_vram'" in caplog.text
+    assert "out of memory with memory plan 'default'" in caplog.text
+    assert "starting again with 'low_vram'" in caplog.text and "the result is unchanged" in caplog.text
 
     def always(hosted_model, memory_required=0):
         raise torch.OutOfMemoryError("CUDA out of memory")
@@ -643,7 +645,7 @@ def test_detail_pass_changes_only_the_soft_edge(pack, host, models):
     plain = run_matte(pack, frames, masks, hosted, resolution=64)[0]
     detailed = run_matte(pack, frames, masks, hosted, resolution=64, detail_pass=True)[0]
     assert detailed.shape == plain.shape and 0 <= float(detailed.min()) and float(detailed.max()) <= 1
-    ref = pack.videomama.refine.detail_refine(frames, plain, resolution=64)
+    ref = pack.videomama.imaging.refine.detail_refine(frames, plain, resolution=64)
     assert torch.allclose(detailed, ref, atol=1e-6)
     assert float((detailed - plain).abs().max()) > 1e-3  # the pass did something
     hard = (plain < 0.005) | (plain > 0.995)

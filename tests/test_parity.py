@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from standins import smooth_clip
+
 from videomama.options import MatteOptions
-from videomama.video import matte_clip
+from videomama.pipeline.matte import matte_clip
 
 
 @torch.no_grad()

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from videomama.errors import Cancelled, InputError
-from videomama.metrics import compute_all
-from videomama.refine import band_pixels, detail_refine, refine_clip
-from videomama.synthetic import SyntheticScene, coarse_mask, make_clip
+from videomama.eval.metrics import compute_all
+from videomama.eval.synthetic import SyntheticScene, coarse_mask, make_clip
+from videomama.imaging.refine import band_pixels, detail_refine, refine_clip
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The SGM <-> diffusers key mapping of SVD's temporal VAE (videomama.sgm_vae).
+"""The SGM <-> diffusers key mapping of SVD's temporal VAE (videomama.weights.sgm_vae).
 
 ``tests/data/svd_vae_sgm_keys.json`` lists the names and shapes of SVD's VAE in SGM layout
 (made by instantiating ComfyUI's SGM implementation with the SVD config; 372 tensors,
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from videomama import sgm_vae
-from videomama.checkpoints import SVD_VAE_CONFIG
 from videomama.errors import CheckpointError
+from videomama.weights import sgm_vae
+from videomama.weights.checkpoints import SVD_VAE_CONFIG
 
 DATA = Path(__file__).parent / "data" / "svd_vae_sgm_keys.json"
 ATTN_WEIGHT = re.compile(r"mid\.attn_1\.(q|k|v|proj_out)\.weight$")

@@ -3,7 +3,7 @@
 ComfyUI runs SVD's VAE with its own SGM-named code. When ``COMFYUI_DIR`` points at a ComfyUI
 checkout, a random-weight ComfyUI VAE (SVD config) is built and run in a child process
 (``tests/comfyui_svd_vae_reference.py``), its state dict is converted with
-:func:`videomama.sgm_vae.convert_sgm_vae_state_dict` into diffusers'
+:func:`videomama.weights.sgm_vae.convert_sgm_vae_state_dict` into diffusers'
 ``AutoencoderKLTemporalDecoder``, and both must compute the same encoder moments, posterior
 mode and temporal decodes (fp32, max abs diff < 1e-4) on 4 frames of 64x64.
 
@@ -21,9 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from videomama import sgm_vae
-from videomama.checkpoints import SVD_VAE_CONFIG
-
+from videomama.weights import sgm_vae
+from videomama.weights.checkpoints import SVD_VAE_CONFIG
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = pytest.mark.skipif(

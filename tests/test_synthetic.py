@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from videomama.errors import InputError
-from videomama.synthetic import SyntheticScene, coarse_mask, make_clip
+from videomama.eval.synthetic import SyntheticScene, coarse_mask, make_clip
 
 
 def test_deterministic_and_lazy_frames_match():

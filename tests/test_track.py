@@ -1,4 +1,4 @@
-"""SAM2 tracking (videomama.track) with a tiny random-weight SAM2.1 loaded through the real loader.
+"""SAM2 tracking (videomama.sam2.loading) with a tiny random-weight SAM2.1 loaded through the real loader.
 
 Random weights give random masks, so these tests check the mechanics: shapes, resolution,
 propagation in both directions (a prompt change on frame k must change frames before AND after
@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from videomama import track as tr  # noqa: E402
-from videomama.errors import Cancelled, CheckpointError, InputError  # noqa: E402
+from videomama.errors import Cancelled, CheckpointError, InputError
+from videomama.sam2 import available, configs, loading, tracking
+from videomama.sam2 import prompts as sam2_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_sam2  # noqa: E402
+import tiny_sam2
 
 T, H, W = 6, 48, 64  # non-square and smaller than the 128 px model input, on purpose
 
@@ -42,13 +43,13 @@ def sam2_files(tmp_path_factory):
     state = tiny_sam2.tiny_state_dict(seed=0)
     official = root / "sam2.1_tiny_random.pt"
     torch.save({"model": state}, official)  # the official layout: no config inside
-    converted = tr.save_sam2_checkpoint(state, root / "sam2.1_tiny_random.safetensors", config=tiny_sam2.tiny_config())
+    converted = loading.save_sam2_checkpoint(state, root / "sam2.1_tiny_random.safetensors", config=tiny_sam2.tiny_config())
     return {"pt": official, "safetensors": converted, "root": root, "state": state}
 
 
 @pytest.fixture(scope="module")
 def predictor(sam2_files):
-    return tr.load_sam2(sam2_files["pt"], "cpu", config=tiny_sam2.tiny_config())
+    return loading.load_sam2(sam2_files["pt"], "cpu", config=tiny_sam2.tiny_config())
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def rect_mask(x0, y0, x1, y1):
 
 
 def steps_by_frame(predictor, frames, prompts, **kw):
-    return {s.frame: s for s in tr.iter_track(predictor, frames, prompts, **kw)}
+    return {s.frame: s for s in tracking.iter_track(predictor, frames, prompts, **kw)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -75,22 +76,25 @@ def steps_by_frame(predictor, frames, prompts, **kw):
 
 
 def test_pt_and_safetensors_load_the_same_weights(predictor, sam2_files):
-    other = tr.load_sam2(sam2_files["safetensors"], "cpu")  # config embedded in the file
-    a, b = predictor.state_dict(), other.state_dict()
+    other = loading.load_sam2(sam2_files["safetensors"], "cpu")  # config embedded in the file
+    a, b = predictor.predictor.state_dict(), other.predictor.state_dict()
     assert a.keys() == b.keys() == sam2_files["state"].keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(a[k], sam2_files["state"][k]) for k in a)
-    assert predictor.videomama_info.version == "2.1" and predictor.videomama_info.size == "custom"
-    assert predictor.videomama_info.stages == (1, 1, 2, 1) and predictor.videomama_info.embed_dim == 8
-    assert other.videomama_info.config_source == "embedded"
-    assert predictor.image_size == tiny_sam2.IMAGE_SIZE
-    assert predictor.videomama_dtype is None  # decided per call from the device the model is on
-    assert not predictor.training and not any(p.requires_grad for p in predictor.parameters())
+    assert predictor.info.version == "2.1" and predictor.info.size == "custom"
+    assert predictor.info.stages == (1, 1, 2, 1) and predictor.info.embed_dim == 8
+    assert other.info.config_source == "embedded"
+    assert predictor.predictor.image_size == tiny_sam2.IMAGE_SIZE
+    assert predictor.dtype is None  # decided per call from the device the model is on
+    module = predictor.predictor
+    assert not module.training and not any(p.requires_grad for p in module.parameters())
+    # hole filling is configured (the official post-processing) but only runs on CUDA with sam2._C
+    assert module.configured_fill_hole_area == 8 and module.fill_hole_area == 0
 
 
 def test_custom_architecture_without_config_is_refused(sam2_files):
     with pytest.raises(CheckpointError, match=r"sam2\.1_tiny_random\.pt.*matches none of the official sizes"):
-        tr.load_sam2(sam2_files["pt"], "cpu")
+        loading.load_sam2(sam2_files["pt"], "cpu")
 
 
 def test_wrong_config_is_refused_with_the_mismatch(sam2_files):
@@ -98,7 +102,7 @@ def test_wrong_config_is_refused_with_the_mismatch(sam2_files):
 
     cfg = OmegaConf.merge(tiny_sam2.tiny_config(), {"memory_encoder": {"out_dim": 8}, "memory_attention": {"layer": {"cross_attention": {"kv_in_dim": 8}}}})
     with pytest.raises(CheckpointError, match=r"does not match.*another shape"):
-        tr.load_sam2(sam2_files["pt"], "cpu", config=cfg)
+        loading.load_sam2(sam2_files["pt"], "cpu", config=cfg)
 
 
 def _meta_device():
@@ -121,14 +125,14 @@ def test_official_sizes_identified_from_tensor_shapes(version):
     params = {}
     for size in ("tiny", "small", "base_plus", "large"):
         with _meta_device():  # the real configs, built without allocating 39M-224M parameters
-            model = tr.build_sam2_predictor(tr.sam2_model_config(version, size))
+            model = configs.build_sam2_predictor(configs.sam2_model_config(version, size))
         assert next(model.parameters()).is_meta
         params[size] = sum(p.numel() for p in model.parameters())
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        info = tr.identify_sam2_shapes(shapes, f"hiera_{size}.pt")
+        info = loading.identify_sam2_shapes(shapes, f"hiera_{size}.pt")
         assert (info.version, info.size) == (version, size)
         # DDP/Lightning-style prefixes are seen through
-        prefixed = tr.identify_sam2_shapes({"module." + k: s for k, s in shapes.items()})
+        prefixed = loading.identify_sam2_shapes({"module." + k: s for k, s in shapes.items()})
         assert (prefixed.version, prefixed.size) == (version, size)
     # the published sizes: 38.9M, 46.0M, 80.8M, 224.4M parameters
     published = {"tiny": 38.9, "small": 46.0, "base_plus": 80.8, "large": 224.4}
@@ -141,12 +145,12 @@ def test_not_sam2_files_are_refused_with_the_reason(sam2_files, tmp_path):
     unet = tmp_path / "unet.safetensors"
     save_file({"down_blocks.0.conv.weight": torch.zeros(2), "conv_in.weight": torch.zeros(2)}, str(unet))
     with pytest.raises(CheckpointError, match=r"unet\.safetensors.*diffusion model.*SAM2"):
-        tr.identify_sam2(unet)
+        loading.identify_sam2(unet)
 
     sam1 = tmp_path / "sam_vit_b.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(4, 3, 16, 16)}, sam1)
     with pytest.raises(CheckpointError, match=r"Segment Anything \(SAM v1\)"):
-        tr.identify_sam2(sam1)
+        loading.identify_sam2(sam1)
 
     half = dict(sam2_files["state"])
     half.pop("obj_ptr_tpos_proj.weight")
@@ -154,15 +158,15 @@ def test_not_sam2_files_are_refused_with_the_reason(sam2_files, tmp_path):
     mixed = tmp_path / "mixed.pt"
     torch.save({"model": half}, mixed)
     with pytest.raises(CheckpointError, match="unknown variant"):
-        tr.identify_sam2(mixed)
+        loading.identify_sam2(mixed)
 
     truncated = tmp_path / "cut.pt"
     truncated.write_bytes(sam2_files["pt"].read_bytes()[:5000])
     with pytest.raises(CheckpointError, match=r"cut\.pt.*could not be loaded"):
-        tr.identify_sam2(truncated)
+        loading.identify_sam2(truncated)
 
     with pytest.raises(CheckpointError, match="not found"):
-        tr.load_sam2(tmp_path / "missing.pt")
+        loading.load_sam2(tmp_path / "missing.pt")
 
 
 class _Exploit:
@@ -174,7 +178,7 @@ def test_pickle_with_code_is_never_run(tmp_path, capfd):
     evil = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": {"w": torch.zeros(1)}, "hook": _Exploit()}, evil)
     with pytest.raises(CheckpointError, match=r"sam2\.1_hiera_tiny\.pt.*pickled Python objects.*never run"):
-        tr.identify_sam2(evil)  # the same reader as load_sam2, which needs sam2 installed
+        loading.identify_sam2(evil)  # the same reader as load_sam2, which needs sam2 installed
     assert "pickled code ran" not in capfd.readouterr().out
 
 
@@ -184,7 +188,7 @@ def test_embedded_config_may_only_name_sam2_classes(tmp_path, sam2_files):
     cfg = OmegaConf.to_container(tiny_sam2.tiny_config())
     cfg["image_encoder"]["trunk"]["_target_"] = "os.system"
     with pytest.raises(CheckpointError, match="not a sam2 class"):
-        tr.save_sam2_checkpoint(sam2_files["state"], tmp_path / "bad.safetensors", config=cfg)
+        loading.save_sam2_checkpoint(sam2_files["state"], tmp_path / "bad.safetensors", config=cfg)
 
 
 # ------------------------------------------------------------------------------------------
@@ -193,9 +197,9 @@ def test_embedded_config_may_only_name_sam2_classes(tmp_path, sam2_files):
 
 
 def test_shapes_resolution_binary_and_soft(predictor, frames):
-    prompts = tr.parse_prompts('[{"frame": 3, "points": [[30, 20], [50, 40]], "labels": [1, 0]}]', T, H, W)
-    binary = tr.track(predictor, frames, prompts, output="binary")
-    soft = tr.track(predictor, frames, prompts, output="soft")
+    prompts = sam2_prompts.parse_prompts('[{"frame": 3, "points": [[30, 20], [50, 40]], "labels": [1, 0]}]', T, H, W)
+    binary = tracking.track(predictor, frames, prompts, output="binary")
+    soft = tracking.track(predictor, frames, prompts, output="soft")
     steps = steps_by_frame(predictor, frames, prompts)
     assert binary.shape == soft.shape == (T, H, W)
     assert binary.dtype == soft.dtype == torch.float32 and binary.device.type == "cpu"
@@ -212,8 +216,8 @@ def test_shapes_resolution_binary_and_soft(predictor, frames):
 
 def test_propagation_reaches_frames_before_and_after_the_prompt(predictor, frames):
     k = 3
-    a = steps_by_frame(predictor, frames, [tr.Prompt(frame=k, points=((20.0, 15.0),), labels=(1,))])
-    b = steps_by_frame(predictor, frames, [tr.Prompt(frame=k, points=((50.0, 35.0),), labels=(1,))])
+    a = steps_by_frame(predictor, frames, [sam2_prompts.Prompt(frame=k, points=((20.0, 15.0),), labels=(1,))])
+    b = steps_by_frame(predictor, frames, [sam2_prompts.Prompt(frame=k, points=((50.0, 35.0),), labels=(1,))])
     # every frame yielded exactly once: forward k+1..T-1, then backward k..0
     assert sorted(a) == list(range(T))
     assert [f for f, s in a.items() if not s.reverse] == list(range(k + 1, T))
@@ -229,8 +233,8 @@ def test_propagation_reaches_frames_before_and_after_the_prompt(predictor, frame
 
 def test_keyframe_mask_comes_back_in_source_coordinates(predictor, frames):
     mask = rect_mask(8, 10, 30, 40)
-    prompts = tr.parse_prompts("", T, H, W, mask=mask, mask_frame=2)
-    out = tr.track(predictor, frames, prompts, output="binary")
+    prompts = sam2_prompts.parse_prompts("", T, H, W, mask=mask, mask_frame=2)
+    out = tracking.track(predictor, frames, prompts, output="binary")
     inter = (out[2] * mask).sum()
     union = ((out[2] + mask) > 0).sum()
     assert inter / union > 0.85  # the prompted frame reproduces the mask (up to 1/4-res resampling)
@@ -239,7 +243,7 @@ def test_keyframe_mask_comes_back_in_source_coordinates(predictor, frames):
 
 def test_two_objects_distinct_and_union_is_their_max(predictor, frames):
     box1 = rect_mask(4, 4, 24, 44)
-    prompts = tr.parse_prompts(
+    prompts = sam2_prompts.parse_prompts(
         "", T, H, W, mask=box1, mask_frame=1, mask_object=1,
         positive='[{"x": 48, "y": 20}]', negative='[{"x": 10, "y": 10}]', points_frame=1, points_object=2,
     )
@@ -253,9 +257,9 @@ def test_two_objects_distinct_and_union_is_their_max(predictor, frames):
     # object 1's keyframe is its mask prompt
     assert ((per_object[1][1] > 0).float() != box1).float().mean() < 0.05
 
-    one = tr.track(predictor, frames, prompts, output="binary", objects=1)
-    two = tr.track(predictor, frames, prompts, output="soft", objects="2")
-    union = tr.track(predictor, frames, prompts, output="binary", objects="union")
+    one = tracking.track(predictor, frames, prompts, output="binary", objects=1)
+    two = tracking.track(predictor, frames, prompts, output="soft", objects="2")
+    union = tracking.track(predictor, frames, prompts, output="binary", objects="union")
     assert torch.equal(one, (per_object[1] > 0).float())
     assert torch.allclose(two, torch.sigmoid(per_object[2]))
     assert torch.equal(union, torch.maximum(one, (per_object[2] > 0).float()))
@@ -266,8 +270,8 @@ def test_objects_prompted_on_different_frames_track_on_cpu(predictor, frames):
     """Object 2 is tracked towards its prompt (frames 1-3 only have a future memory): with
     SAM2's bf16 memories this is the case that fails on a CPU; we keep memories in fp32."""
     prompts = [
-        tr.Prompt(frame=1, object=1, points=((20.0, 20.0),), labels=(1,)),
-        tr.Prompt(frame=4, object=2, box=(30.0, 10.0, 60.0, 40.0)),
+        sam2_prompts.Prompt(frame=1, object=1, points=((20.0, 20.0),), labels=(1,)),
+        sam2_prompts.Prompt(frame=4, object=2, box=(30.0, 10.0, 60.0, 40.0)),
     ]
     steps = steps_by_frame(predictor, frames, prompts)
     assert sorted(steps) == list(range(T))
@@ -278,14 +282,15 @@ def test_objects_prompted_on_different_frames_track_on_cpu(predictor, frames):
 
 def test_sam2_bf16_memory_alone_fails_on_cpu(predictor, frames):
     """Documents why the fp32 memories exist: SAM2's own storage (bf16) breaks this case on CPU."""
-    ext = tr.require_sam2()
-    images = tr.ModelFrames(frames, T, H, W, predictor.image_size, torch.device("cpu"))
+    ext = available.require_sam2()
+    module = predictor.predictor
+    images = tracking.ModelFrames(frames, T, H, W, module.image_size, torch.device("cpu"))
     cpu = torch.device("cpu")
     state = ext.new_inference_state(images, H, W, cpu, cpu, memory_dtype=None)  # SAM2 default
-    predictor.add_new_points_or_box(state, frame_idx=1, obj_id=1, points=[[20, 20]], labels=[1])
-    predictor.add_new_points_or_box(state, frame_idx=4, obj_id=2, box=[30, 10, 60, 40])
+    module.add_new_points_or_box(state, frame_idx=1, obj_id=1, points=[[20, 20]], labels=[1])
+    module.add_new_points_or_box(state, frame_idx=4, obj_id=2, box=[30, 10, 60, 40])
     try:
-        list(predictor.propagate_in_video(state))
+        list(module.propagate_in_video(state))
     except RuntimeError as exc:
         assert "dtype" in str(exc)
     else:
@@ -293,11 +298,11 @@ def test_sam2_bf16_memory_alone_fails_on_cpu(predictor, frames):
 
 
 def test_memory_pruning_changes_nothing(predictor):
-    window = tr._memory_window(predictor)
+    window = tracking._memory_window(predictor.predictor)
     n = 2 * window + 6
     g = torch.Generator().manual_seed(3)
     clip = torch.rand(n, 32, 40, 3, generator=g)
-    prompts = [tr.Prompt(frame=window + 2, points=((20.0, 16.0),), labels=(1,))]
+    prompts = [sam2_prompts.Prompt(frame=window + 2, points=((20.0, 16.0),), labels=(1,))]
     pruned = steps_by_frame(predictor, clip, prompts, prune_memory=True)
     full = steps_by_frame(predictor, clip, prompts, prune_memory=False)
     assert sorted(pruned) == sorted(full) == list(range(n))
@@ -306,40 +311,40 @@ def test_memory_pruning_changes_nothing(predictor):
 
 
 def test_frames_as_numpy_or_list_and_offload_give_the_same_masks(predictor, frames):
-    prompts = [tr.Prompt(frame=2, points=((30.0, 20.0),), labels=(1,))]
-    ref = tr.track(predictor, frames, prompts, output="soft")
-    assert torch.equal(tr.track(predictor, frames.numpy(), prompts, output="soft"), ref)
-    assert torch.equal(tr.track(predictor, [f for f in frames], prompts, output="soft"), ref)
-    assert torch.equal(tr.track(predictor, frames, prompts, output="soft", offload_to_cpu=True), ref)
+    prompts = [sam2_prompts.Prompt(frame=2, points=((30.0, 20.0),), labels=(1,))]
+    ref = tracking.track(predictor, frames, prompts, output="soft")
+    assert torch.equal(tracking.track(predictor, frames.numpy(), prompts, output="soft"), ref)
+    assert torch.equal(tracking.track(predictor, [f for f in frames], prompts, output="soft"), ref)
+    assert torch.equal(tracking.track(predictor, frames, prompts, output="soft", offload_to_cpu=True), ref)
     # prompts may also be given as the JSON text
-    assert torch.equal(tr.track(predictor, frames, '{"frame": 2, "points": [[30, 20]]}', output="soft"), ref)
+    assert torch.equal(tracking.track(predictor, frames, '{"frame": 2, "points": [[30, 20]]}', output="soft"), ref)
 
 
 def test_progress_per_frame_and_cancel_between_frames(predictor, frames):
-    prompts = [tr.Prompt(frame=2, points=((30.0, 20.0),), labels=(1,))]
+    prompts = [sam2_prompts.Prompt(frame=2, points=((30.0, 20.0),), labels=(1,))]
     calls = []
-    tr.track(predictor, frames, prompts, progress=lambda d, t: calls.append((d, t)))
+    tracking.track(predictor, frames, prompts, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(i, T) for i in range(1, T + 1)]
     seen = []
     with pytest.raises(Cancelled, match="cancelled"):
-        tr.track(predictor, frames, prompts, progress=lambda d, t: seen.append(d), should_cancel=lambda: len(seen) >= 2)
+        tracking.track(predictor, frames, prompts, progress=lambda d, t: seen.append(d), should_cancel=lambda: len(seen) >= 2)
     assert seen == [1, 2]
 
 
 def test_unknown_output_object_and_bad_arguments(predictor, frames):
-    prompts = [tr.Prompt(frame=0, object=1, points=((1.0, 1.0),), labels=(1,))]
+    prompts = [sam2_prompts.Prompt(frame=0, object=1, points=((1.0, 1.0),), labels=(1,))]
     with pytest.raises(InputError, match=r"object 3 was selected.*only define object\(s\) 1"):
-        tr.track(predictor, frames, prompts, objects=3)
+        tracking.track(predictor, frames, prompts, objects=3)
     with pytest.raises(InputError, match="'union' or an object id"):
-        tr.track(predictor, frames, prompts, objects="all")
+        tracking.track(predictor, frames, prompts, objects="all")
     with pytest.raises(InputError, match="'binary' or 'soft'"):
-        tr.track(predictor, frames, prompts, output="alpha")
+        tracking.track(predictor, frames, prompts, output="alpha")
     with pytest.raises(InputError, match=r"frame 6 is out of range.*6 frames"):
-        tr.track(predictor, frames, [tr.Prompt(frame=6, points=((1.0, 1.0),), labels=(1,))])
+        tracking.track(predictor, frames, [sam2_prompts.Prompt(frame=6, points=((1.0, 1.0),), labels=(1,))])
     with pytest.raises(InputError, match=r"shape \(48, 64\)"):
-        tr.track(predictor, frames[..., 0], prompts)
+        tracking.track(predictor, frames[..., 0], prompts)
     with pytest.raises(InputError, match="load_sam2"):
-        tr.track(torch.nn.Linear(1, 1), frames, prompts)
+        tracking.track(torch.nn.Linear(1, 1), frames, prompts)
 
 
 # ------------------------------------------------------------------------------------------
@@ -354,31 +359,31 @@ def test_parse_full_form_merges_per_frame_and_object():
       {"frame": 4, "object": 2, "box": [5, 6, 50, 40]},
       {"object": 3, "points": [[0, 0], [64, 48]]}
     ]"""
-    prompts = tr.parse_prompts(text, T, H, W)
+    prompts = sam2_prompts.parse_prompts(text, T, H, W)
     assert [(p.frame, p.object) for p in prompts] == [(0, 1), (0, 3), (4, 2)]
     p1 = prompts[0]
     assert p1.points == ((10, 20), (30, 5), (40, 41), (1, 2)) and p1.labels == (1, 0, 1, 0)
     assert prompts[1].labels == (1, 1)  # labels default to 1, frame to 0; frame edges are inside
     assert prompts[2].box == (5, 6, 50, 40) and prompts[2].points == ()
-    assert tr.prompt_objects(prompts) == [1, 2, 3]
+    assert sam2_prompts.prompt_objects(prompts) == [1, 2, 3]
 
 
 def test_parse_point_editor_formats():
     # KJNodes' Points Editor: '[{"x": .., "y": ..}]' strings for positive and negative points
-    prompts = tr.parse_prompts(None, T, H, W, positive='[{"x": 10, "y": 12}, {"x": 20.5, "y": 30}]',
+    prompts = sam2_prompts.parse_prompts(None, T, H, W, positive='[{"x": 10, "y": 12}, {"x": 20.5, "y": 30}]',
                                negative='[{"x": 60, "y": 2}]', points_frame=3, points_object=2, box=(1, 2, 30, 40))
     assert len(prompts) == 1
     p = prompts[0]
     assert (p.frame, p.object) == (3, 2) and p.box == (1, 2, 30, 40)
     assert p.points == ((10, 12), (20.5, 30), (60, 2)) and p.labels == (1, 1, 0)
     # the same list wired straight into the prompts text, even in Python-repr quotes
-    bare = tr.parse_prompts("[{'x': 10, 'y': 12}]", T, H, W)
+    bare = sam2_prompts.parse_prompts("[{'x': 10, 'y': 12}]", T, H, W)
     assert bare[0].points == ((10, 12),) and (bare[0].frame, bare[0].object) == (0, 1)
     # normalized coordinates (the editor's `normalize` option)
-    norm = tr.parse_prompts('[{"x": 0.5, "y": 0.25}]', T, H, W, normalized=True)
+    norm = sam2_prompts.parse_prompts('[{"x": 0.5, "y": 0.25}]', T, H, W, normalized=True)
     assert norm[0].points == ((32.0, 12.0),)
     # empty editor outputs are fine when something else prompts
-    assert tr.parse_prompts("[]", T, H, W, positive="[]", negative="", mask=torch.ones(H, W))[0].mask is not None
+    assert sam2_prompts.parse_prompts("[]", T, H, W, positive="[]", negative="", mask=torch.ones(H, W))[0].mask is not None
 
 
 @pytest.mark.parametrize(
@@ -412,25 +417,25 @@ def test_parse_point_editor_formats():
 )
 def test_bad_prompts_are_rejected_with_where_and_why(text, kwargs, pattern):
     with pytest.raises(InputError, match=pattern):
-        tr.parse_prompts(text, T, H, W, **kwargs)
+        sam2_prompts.parse_prompts(text, T, H, W, **kwargs)
 
 
 def test_validate_hand_built_prompts():
     with pytest.raises(InputError, match=r"object 1 on frame 0, point 0: point \(99, 1\) is outside"):
-        tr.validate_prompts([tr.Prompt(frame=0, points=((99.0, 1.0),), labels=(1,))], T, H, W)
+        sam2_prompts.validate_prompts([sam2_prompts.Prompt(frame=0, points=((99.0, 1.0),), labels=(1,))], T, H, W)
     with pytest.raises(InputError, match="given twice"):
-        p = tr.Prompt(frame=0, points=((1.0, 1.0),), labels=(1,))
-        tr.validate_prompts([p, p], T, H, W)
+        p = sam2_prompts.Prompt(frame=0, points=((1.0, 1.0),), labels=(1,))
+        sam2_prompts.validate_prompts([p, p], T, H, W)
     with pytest.raises(InputError, match="has no points, box or mask"):
-        tr.validate_prompts([tr.Prompt(frame=0)], T, H, W)
+        sam2_prompts.validate_prompts([sam2_prompts.Prompt(frame=0)], T, H, W)
     with pytest.raises(InputError, match="no prompts"):
-        tr.validate_prompts([], T, H, W)
+        sam2_prompts.validate_prompts([], T, H, W)
 
 
 def test_masks_are_binarised_at_half():
     soft = np.full((H, W), 0.4, dtype=np.float32)
     soft[:10, :10] = 0.6
-    p = tr.parse_prompts("", T, H, W, mask=soft[None])[0]
+    p = sam2_prompts.parse_prompts("", T, H, W, mask=soft[None])[0]
     assert p.mask.dtype == torch.bool and int(p.mask.sum()) == 100
 
 
@@ -448,12 +453,13 @@ class Block:
             raise ModuleNotFoundError("No module named 'sam2' (blocked for the test)")
         return None
 sys.meta_path.insert(0, Block())
-import videomama, videomama.track as tr
-assert not tr.sam2_available()
-p = tr.parse_prompts('[{"points": [[1, 1]]}]', 2, 8, 8)   # prompt parsing needs no sam2
+from videomama.sam2 import available, loading
+from videomama.sam2 import prompts as sam2_prompts
+assert not available.sam2_available()
+p = sam2_prompts.parse_prompts('[{"points": [[1, 1]]}]', 2, 8, 8)   # prompt parsing needs no sam2
 try:
-    tr.load_sam2("x.pt")
-except tr.MissingDependencyError as exc:
+    loading.load_sam2("x.pt")
+except available.MissingDependencyError as exc:
     print("MESSAGE:", exc)
 """
     root = Path(__file__).resolve().parents[1]

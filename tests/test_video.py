@@ -6,17 +6,18 @@ import logging
 
 import pytest
 import torch
-
 from standins import PerFrameModel, smooth_clip
+
 from videomama.errors import Cancelled, InputError
 from videomama.options import MatteOptions
-from videomama.video import blend_weights, matte_clip, plan_windows
+from videomama.pipeline.matte import iter_matte, iter_window_results, layout_windows, matte_clip
+from videomama.pipeline.schedule import blend_weights, split_windows
 
 
 @pytest.mark.parametrize("num_frames", [1, 5, 16, 17, 29, 40, 100])
 @pytest.mark.parametrize("window,overlap", [(16, 4), (8, 2), (4, 3), (16, 0), (1, 0)])
 def test_windows_cover_clip_full_length_with_overlap(num_frames, window, overlap):
-    windows = plan_windows(num_frames, window, overlap)
+    windows = split_windows(num_frames, window, overlap)
     covered = sorted({i for w in windows for i in w})
     assert covered == list(range(num_frames))
     assert windows[0].start == 0 and windows[-1].stop == num_frames
@@ -94,7 +95,7 @@ def test_progress_per_window_and_cancel_between_windows():
     seen: list[tuple[int, int]] = []
     matte_clip(PerFrameModel(), frames, masks, MatteOptions(resolution=96, window=8, overlap=2),
                progress=lambda d, t: seen.append((d, t)))
-    total = len(plan_windows(40, 8, 2))
+    total = len(split_windows(40, 8, 2))
     assert seen == [(k, total) for k in range(1, total + 1)]
 
     model = PerFrameModel()
@@ -196,3 +197,49 @@ def test_real_tiny_model_windows_and_precisions(tiny_model):
         err_max, err_mean = float((low - ref).abs().max()), float((low - ref).abs().mean())
         print(f"{dtype} vs fp32 |alpha diff| on the tiny model: max {err_max:.4f}, mean {err_mean:.4f}")
         assert err_mean < 0.02 and err_max < 0.2
+
+
+def _merge(parts: list) -> dict[int, torch.Tensor]:
+    """Merge FrameResults of several runs the way a distributed batch does: sums, then divide."""
+    sums: dict[int, list] = {}
+    for r in parts:
+        s = sums.setdefault(r.index, [0.0, 0.0])
+        s[0] = s[0] + r.weighted_sum
+        s[1] += r.weight
+    return {i: (s / w).clamp(0, 1) for i, (s, w) in sums.items()}
+
+
+def test_windows_split_into_runs_merge_to_the_single_run():
+    """Runs of consecutive windows report finished frames and partial sums; merged, they equal one run."""
+    frames, masks = smooth_clip(29)
+    opts = MatteOptions(resolution=96, window=8, overlap=3)
+    model = PerFrameModel(window_gain=0.2)  # windows disagree, so a wrong merge would show
+    whole = matte_clip(model, frames, masks, opts)
+    specs = layout_windows(29, opts)
+    assert len(specs) == 6
+    for cut in (1, 3, 5):
+        a = list(iter_window_results(model, frames, masks, opts, windows=specs, run=range(0, cut)))
+        b = list(iter_window_results(model, frames, masks, opts, windows=specs, run=range(cut, len(specs))))
+        shared = set(specs[cut - 1].frames) & set(specs[cut].frames)
+        assert {r.index for r in a if not r.complete} == shared == {r.index for r in b if not r.complete}
+        merged = _merge(a + b)
+        assert sorted(merged) == list(range(29))
+        assert float((torch.stack([merged[i] for i in range(29)]) - whole).abs().max()) <= 1e-6
+
+
+def test_a_window_region_is_matted_at_full_resolution_and_zero_outside():
+    frames, masks = smooth_clip(6, h=64, w=96)
+    opts = MatteOptions(resolution=64, window=6, overlap=0)
+    box = (8, 24, 56, 88)  # top, left, bottom, right
+    specs = layout_windows(6, opts, regions=[box])
+    cropped = matte_clip(PerFrameModel(), frames[:, 8:56, 24:88], masks[:, 8:56, 24:88], opts)
+    got = dict(iter_matte(PerFrameModel(), frames, masks, opts, windows=specs))
+    alpha = torch.stack([got[i] for i in range(6)])
+    assert float((alpha[:, 8:56, 24:88] - cropped).abs().max()) <= 1e-6  # the box, matted on its own
+    outside = alpha.clone()
+    outside[:, 8:56, 24:88] = 0
+    assert float(outside.abs().max()) == 0.0
+    with pytest.raises(InputError, match="not a box inside"):
+        list(iter_matte(PerFrameModel(), frames, masks, opts, windows=layout_windows(6, opts, regions=[(0, 0, 65, 96)])))
+    with pytest.raises(InputError, match="1 regions were given for 2 windows"):
+        layout_windows(12, opts, regions=[box])

@@ -11,7 +11,6 @@ import copy
 import json
 
 import pytest
-
 import workflow_tools as wt
 
 EXPECTED = {"matte_video_with_mask_video", "matte_video_core_nodes", "sam2_track_matte_composite"}

@@ -67,14 +67,14 @@ def tiny_config(image_size: int = IMAGE_SIZE) -> Any:
     """The tiny model's config (an OmegaConf DictConfig of the ``model`` section)."""
     from omegaconf import OmegaConf
 
-    from videomama.track import sam2_model_config
+    from videomama.sam2.loading import sam2_model_config
 
     return OmegaConf.merge(sam2_model_config("2.1", "tiny"), OmegaConf.create(tiny_overrides(image_size)))
 
 
 def tiny_state_dict(seed: int = 0, image_size: int = IMAGE_SIZE) -> dict[str, torch.Tensor]:
     """Random weights of the tiny model (deterministic for a seed)."""
-    from videomama.track import build_sam2_predictor
+    from videomama.sam2.loading import build_sam2_predictor
 
     torch.manual_seed(seed)
     state = build_sam2_predictor(tiny_config(image_size)).state_dict()
@@ -87,6 +87,6 @@ def tiny_state_dict(seed: int = 0, image_size: int = IMAGE_SIZE) -> dict[str, to
 
 def write_tiny_sam2(path: str | Path, seed: int = 0, embed_config: bool = True) -> Path:
     """Save a tiny random SAM2.1 (``.safetensors`` or ``.pt`` by suffix), its config embedded."""
-    from videomama.track import save_sam2_checkpoint
+    from videomama.sam2.loading import save_sam2_checkpoint
 
     return save_sam2_checkpoint(tiny_state_dict(seed), path, config=tiny_config() if embed_config else None)

@@ -27,12 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (model loading, sizes, timings)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f".commands.{name}", __package__)
-        except ImportError as exc:  # a command whose module is missing must not break the others
-            log.debug("command %s unavailable: %s", name, exc)
-            continue
-        module.add_parser(sub)
+        # Each command module imports its heavy dependencies inside run(), so importing them
+        # all here is cheap; a broken one must fail loudly, not vanish from --help.
+        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
     return parser
 
 

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+import torch
 
 from .errors import InputError
 
 Posterior = Literal["sample", "mean"]
 
-# Official defaults (see shared/spec/videomama-inference.md) and our measured choices.
+ProgressFn = Callable[[int, int], None]
+"""``progress(done, total)``: called as work finishes (windows or frames, as each function says)."""
+CancelFn = Callable[[], bool]
+"""``should_cancel()``: asked between units of work; True stops the run with ``Cancelled``."""
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""The precisions a user can name (CLI ``--precision``, node ``precision``), by name."""
+
+
+def parse_dtype(name: str, what: str = "precision") -> torch.dtype:
+    """The torch dtype of a precision name ('fp32', 'fp16', 'bf16'); InputError naming ``what`` otherwise."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise InputError(f"{what} '{name}' is unknown; choose one of {', '.join(DTYPES)}.") from None
+
+
+# Official defaults (docs/inference.md) and our measured choices.
 DEFAULT_RESOLUTION = 1024  # long side the model works at; the official demo uses 1024x576
 DEFAULT_WINDOW = 16  # frames per UNet call, the official CLI default
 DEFAULT_OVERLAP = 4  # one training clip (4 frames) of shared context between windows

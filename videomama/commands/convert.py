@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from ..checkpoints import load_unet, load_vae
+    from ..weights.checkpoints import load_unet, load_vae
 
     if (args.unet is None) == (args.vae is None):
         raise InputError("give exactly one of --unet or --vae to convert.")

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..composite import composite, estimate_foreground
 from ..errors import InputError
-from ..metrics import compute_all, format_table
-from ..refine import refine_clip
-from ..synthetic import coarse_mask, make_clip
+from ..eval.folders import format_table
+from ..eval.metrics import compute_all
+from ..eval.synthetic import coarse_mask, make_clip
+from ..imaging.composite import composite, estimate_foreground
+from ..imaging.refine import refine_clip
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,8 @@ def _write_mask8(path: Path, mask: torch.Tensor) -> None:
 
 
 def _write_alpha16(path: Path, alpha: torch.Tensor) -> None:
-    try:
-        from ..io import write_alpha_png16
-    except ImportError:  # pragma: no cover - io ships with the package
-        from PIL import Image
+    from ..io.writers import write_alpha_png16
 
-        arr = np.clip(np.rint(alpha.numpy().astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
-        Image.fromarray(arr).save(path)
-        return
     write_alpha_png16(path, alpha)
 
 

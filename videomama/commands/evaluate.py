@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..metrics import evaluate_dirs, format_table
+from ..eval.folders import evaluate_dirs, format_table
 
 log = logging.getLogger(__name__)
 

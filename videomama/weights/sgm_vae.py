@@ -49,8 +49,8 @@ from typing import Any, Literal
 
 import torch
 
-from .errors import CheckpointError
-from .weights_io import describe_mismatch
+from ..errors import CheckpointError
+from .files import describe_mismatch
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._filters import box_blur
-from .errors import Cancelled, InputError
-from .masks import as_tensor
+from ..errors import Cancelled, InputError
+from ..inputs import as_tensor
+from .filters import box_blur
+from .resize import resize
 
 log = logging.getLogger(__name__)
 
@@ -253,29 +254,24 @@ def fit_image(
         return x
     chw = x.permute(0, 3, 1, 2)
     if rule == "stretch":
-        out = _resize(chw, height, width)
+        out = resize(chw, (height, width))
     else:
         scale = max(height / h, width / w) if rule == "cover" else min(height / h, width / w)
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         if rule == "cover":
             sh, sw = max(sh, height), max(sw, width)
-            resized = _resize(chw, sh, sw)
+            resized = resize(chw, (sh, sw))
             top, left = (sh - height) // 2, (sw - width) // 2
             out = resized[:, :, top : top + height, left : left + width]
         else:
             sh, sw = min(sh, height), min(sw, width)
-            resized = _resize(chw, sh, sw)
+            resized = resize(chw, (sh, sw))
             r, g, b = parse_color(fill)
             out = torch.tensor([r, g, b], dtype=resized.dtype, device=resized.device)[None, :, None, None]
             out = out.expand(n, 3, height, width).clone()
             top, left = (height - sh) // 2, (width - sw) // 2
             out[:, :, top : top + sh, left : left + sw] = resized
     return out.permute(0, 2, 3, 1).clamp(0.0, 1.0).contiguous()
-
-
-def _resize(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    shrinking = height < chw.shape[-2] or width < chw.shape[-1]
-    return F.interpolate(chw, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
 
 
 def prepare_background(

@@ -1,6 +1,6 @@
 """The VideoMaMa model bundle and its single-step forward on one window of frames.
 
-One window of T frames (shared/spec/videomama-inference.md, "One window"):
+One window of T frames (docs/inference.md, "One window"):
 
     frames, masks in [-1, 1]  --VAE encoder-->  raw latents (NOT times the scaling factor)
     UNet([noise, frame latent, mask latent], t=1, zeros text, time ids [7, 127, 0])  -> latents
@@ -10,11 +10,12 @@ One window of T frames (shared/spec/videomama-inference.md, "One window"):
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,11 @@ class VideoMaMaModel(nn.Module):
     There is deliberately no ``device`` property: hosts assign ``model.device`` themselves.
     """
 
-    def __init__(self, unet: nn.Module, vae: nn.Module):
+    # diffusers models with config-driven attributes (conv_in, config, encoder ...): typed as Any.
+    unet: Any
+    vae: Any
+
+    def __init__(self, unet: Any, vae: Any):
         super().__init__()
         in_channels = unet.conv_in.weight.shape[1]
         if in_channels != 12:

@@ -14,15 +14,17 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES  # what a model-folder listing offers
 
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64,
@@ -108,31 +110,58 @@ def _open_safetensors(path: Path) -> TensorIndex:
     return TensorIndex(path=path, shapes=shapes, dtypes=dtypes, metadata=metadata, read=read)
 
 
-def _open_pickle(path: Path) -> TensorIndex:
+def load_pickle_weights(path: Path, fix: str = "use the .safetensors release of these weights") -> Any:
+    """``torch.load`` of a PyTorch file with ``weights_only=True`` (never runs code from the file).
+
+    The file is memory-mapped (big checkpoints stay off the heap); the legacy non-zip format,
+    which cannot be mapped, is read normally. Any failure becomes one CheckpointError that
+    says whether the file holds code or is damaged, and ends with ``fix``.
+    """
+    def load(mmap: bool) -> Any:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+
     try:
-        # weights_only=True never runs code from the file; mmap keeps big files off the heap.
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        try:
+            return load(mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return load(mmap=False)
     except Exception as exc:  # the unpickler raises many different types
+        text = str(exc)
+        first = text.splitlines()[0][:200] if text else ""
+        if "weights_only" in text or "Unsupported global" in text:
+            why = "it contains pickled Python objects other than tensors, and loading those would run code from the file"
+        else:
+            why = "it is probably truncated or corrupt"
         raise CheckpointError(
-            f"'{path}' could not be loaded as plain weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-            "Only safetensors files and weights-only PyTorch files are accepted (pickled code is never run): "
-            "use the .safetensors release of these weights."
+            f"'{path}' could not be loaded as plain weights ({type(exc).__name__}: {first}): {why}. "
+            f"Only safetensors files and weights-only PyTorch files are accepted (pickled code is never run): {fix}."
         ) from exc
+
+
+def unwrap_state_dict(obj: Any) -> Any:
+    """The state dict inside common checkpoint wrappers (``{"state_dict": ...}``, ``"model"``, ``"module"``)."""
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model", "module"):
             inner = obj.get(wrapper)
             if isinstance(inner, Mapping):
-                obj = inner
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+                return inner
+    return obj
+
+
+def index_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> TensorIndex:
+    """A TensorIndex over tensors already in memory (or memory-mapped)."""
+    held = dict(tensors)
+    return TensorIndex(path=path, shapes={k: tuple(v.shape) for k, v in held.items()},
+                       dtypes={k: v.dtype for k, v in held.items()}, read=held.__getitem__)
+
+
+def _open_pickle(path: Path) -> TensorIndex:
+    obj = unwrap_state_dict(load_pickle_weights(path))
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"'{path}' holds no state dict of tensors; give a model weight file.")
-    tensors: dict[str, torch.Tensor] = dict(obj)
-    return TensorIndex(
-        path=path,
-        shapes={k: tuple(v.shape) for k, v in tensors.items()},
-        dtypes={k: v.dtype for k, v in tensors.items()},
-        read=tensors.__getitem__,
-    )
+    return index_tensors(path, obj)
 
 
 def describe_mismatch(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]],

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._filters import box_blur, box_sum, dilate, guided_apply, guided_coefficients, resize
-from .errors import Cancelled, InputError
-from .masks import as_tensor
+from ..errors import Cancelled, InputError
+from ..inputs import as_tensor
+from .filters import box_blur, box_sum, dilate, guided_apply, guided_coefficients, resize
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _smooth_in_time(image: torch.Tensor, alpha: torch.Tensor, state: _TemporalSt
         return alpha
     out = alpha.clone()
     for i in range(image.shape[0]):
-        if state.image is not None and state.image.shape == image[i : i + 1].shape:
+        if state.image is not None and state.alpha is not None and state.image.shape == image[i : i + 1].shape:
             # Blur the signed difference first: sensor noise averages out, real changes stay.
             diff = (box_blur(image[i : i + 1] - state.image, TEMPORAL_RADIUS) ** 2).sum(1, keepdim=True)
             k = resize(strength * torch.exp(-diff / TEMPORAL_SIGMA2), alpha.shape[-2:])

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..imaging.resize import resize, resize_binary
+
 MULTIPLE = 64
 
 
@@ -33,20 +35,12 @@ class Geometry:
         return self.pad_h // 8, self.pad_w // 8
 
 
-def plan_geometry(h: int, w: int, resolution: int) -> Geometry:
+def fit_geometry(h: int, w: int, resolution: int) -> Geometry:
     """Scale (h, w) so the long side is ``resolution``, then pad each side up to /64."""
     scale = resolution / max(h, w)
     ch = max(1, round(h * scale))
     cw = max(1, round(w * scale))
     return Geometry(h, w, ch, cw, math.ceil(ch / MULTIPLE) * MULTIPLE, math.ceil(cw / MULTIPLE) * MULTIPLE)
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (N, C, H, W); antialiased when shrinking so fine detail does not alias."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
 
 def _pad(x: torch.Tensor, geo: Geometry) -> torch.Tensor:
@@ -59,7 +53,7 @@ def _pad(x: torch.Tensor, geo: Geometry) -> torch.Tensor:
 def frames_to_model(frames: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """(N, H, W, 3) in [0,1] -> (N, 3, pad_h, pad_w) in [-1, 1] (the VAE's input range)."""
     x = frames.permute(0, 3, 1, 2).float()
-    x = _resize(x, (geo.content_h, geo.content_w)).clamp_(0.0, 1.0)
+    x = resize(x, (geo.content_h, geo.content_w)).clamp_(0.0, 1.0)
     return _pad(x, geo).mul_(2.0).sub_(1.0)
 
 
@@ -69,14 +63,12 @@ def masks_to_model(masks: torch.Tensor, geo: Geometry) -> torch.Tensor:
     Resizing a binary mask blurs its edge; thresholding at 0.5 afterwards puts the edge where
     the area-weighted coverage is half, which is where the source edge was.
     """
-    x = _resize(masks[:, None].float(), (geo.content_h, geo.content_w))
-    x = (x > 0.5).float()
-    x = _pad(x, geo)
+    x = _pad(resize_binary(masks[:, None], (geo.content_h, geo.content_w)), geo)
     return (x * 2.0 - 1.0).expand(-1, 3, -1, -1)
 
 
 def alpha_to_source(alpha: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """(N, pad_h, pad_w) alpha at model size -> (N, h, w) float32 at the source size."""
     x = alpha[:, None, : geo.content_h, : geo.content_w].float()
-    x = _resize(x, (geo.h, geo.w))
+    x = resize(x, (geo.h, geo.w))
     return x[:, 0].clamp_(0.0, 1.0)

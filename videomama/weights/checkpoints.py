@@ -30,8 +30,8 @@ from typing import Literal
 
 import torch
 
-from .errors import CheckpointError
-from .weights_io import (
+from ..errors import CheckpointError
+from .files import (
     PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIXES,
     TensorIndex,
@@ -180,8 +180,7 @@ def _classify_index(index: TensorIndex) -> tuple[Kind, str, int | None, bool]:
     if any(k.startswith("model.diffusion_model.") for k in keys):
         has_vae = any(k.startswith(sgm_vae.SGM_VAE_PREFIX) for k in keys)
         w = index.shapes.get("model.diffusion_model.input_blocks.0.0.weight")
-        channels = w[1] if w else None
-        return "svd_checkpoint", "svd-single-file", channels, has_vae
+        return "svd_checkpoint", "svd-single-file", (w[1] if w else None), has_vae
     vae_kind = sgm_vae.classify_vae_keys(keys)
     if vae_kind is None and any(k.startswith(sgm_vae.SGM_VAE_PREFIX) for k in keys):
         inner = {k[len(sgm_vae.SGM_VAE_PREFIX) :] for k in keys if k.startswith(sgm_vae.SGM_VAE_PREFIX)}
@@ -416,8 +415,8 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ):
-    """Load both parts into a :class:`~videomama.model.VideoMaMaModel` on ``device``."""
-    from .model import VideoMaMaModel
+    """Load both parts into a :class:`~videomama.pipeline.model.VideoMaMaModel` on ``device``."""
+    from ..pipeline.model import VideoMaMaModel
 
     model = VideoMaMaModel(load_unet(unet_path, dtype), load_vae(vae_path, dtype))
     return model.to(device)

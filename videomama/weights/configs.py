@@ -85,7 +85,7 @@ def _perturb_zero_inits(module: torch.nn.Module, seed: int) -> None:
 
 def build_random_model(unet_config: dict = TINY_UNET_CONFIG, vae_config: dict = TINY_VAE_CONFIG, seed: int = 0,
                        dtype: torch.dtype = torch.float32):
-    """A random-weight :class:`~videomama.model.VideoMaMaModel`."""
-    from .model import VideoMaMaModel
+    """A random-weight :class:`~videomama.pipeline.model.VideoMaMaModel`."""
+    from ..pipeline.model import VideoMaMaModel
 
     return VideoMaMaModel(build_random_unet(unet_config, seed, dtype), build_random_vae(vae_config, seed, dtype))

@@ -1,4 +1,4 @@
-"""Reading clips from disk lazily and writing 16-bit alpha PNGs atomically.
+"""Reading clips from disk lazily: image folders and video files.
 
 ``open_frames(path)`` accepts a folder of images (natural sort: 2.png before 10.png) or a
 video file, and returns a sequence whose items are decoded only when asked for, so a long
@@ -10,16 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +69,7 @@ class VideoFile(Sequence):
         self.path = path
         self._keep = keep
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self._decoder = None
+        self._decoder: Iterator[torch.Tensor] | None = None
         self._position = 0
         self._length = self._count_frames()
 
@@ -81,7 +79,7 @@ class VideoFile(Sequence):
         try:
             container = av.open(str(self.path))
             stream = container.streams.video[0]
-        except (av.error.FFmpegError, IndexError) as exc:  # type: ignore[attr-defined]
+        except (av.error.FFmpegError, IndexError) as exc:
             raise InputError(f"cannot read video '{self.path}': {exc}. Is it a video file ffmpeg understands?") from exc
         return container, stream
 
@@ -111,7 +109,8 @@ class VideoFile(Sequence):
             return self._cache[index]
         if self._decoder is None or index < self._position:
             self._decoder, self._position = self._frames(), 0  # restart: only on a backwards jump
-        for frame in self._decoder:
+        decoder = self._decoder
+        for frame in decoder:
             self._cache[self._position] = frame
             if len(self._cache) > self._keep:
                 self._cache.popitem(last=False)
@@ -139,49 +138,33 @@ def open_frames(path: str | os.PathLike[str], name: str = "frames") -> Sequence:
     return seq
 
 
-def alpha_to_uint16(alpha: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Float alpha in [0, 1] -> uint16 with rounding (65535 = opaque)."""
-    a = alpha.detach().cpu().numpy() if isinstance(alpha, torch.Tensor) else np.asarray(alpha)
-    return np.clip(np.rint(a.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
+def read_matte(path: str | Path) -> np.ndarray:
+    """Read a matte image as a float64 (H, W) array in [0, 1].
 
-
-def write_alpha_png16(path: str | os.PathLike[str], alpha: torch.Tensor | np.ndarray) -> None:
-    """Write one (H, W) alpha in [0, 1] as a 16-bit grayscale PNG."""
-    from PIL import Image
-
-    # A uint16 array becomes a 16-bit grayscale ("I;16") image.
-    Image.fromarray(alpha_to_uint16(alpha)).save(path, format="PNG")
-
-
-def read_alpha_png(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an 8- or 16-bit grayscale (or RGB) PNG as float32 alpha in [0, 1]."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            return np.asarray(im, dtype=np.float32) / 65535.0
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-
-
-def write_alpha_sequence(frames: Iterable[tuple[int, torch.Tensor]], out_dir: str | os.PathLike[str],
-                         subdir: str = "alpha") -> Path:
-    """Write ``(index, alpha)`` pairs to ``out_dir/subdir/00000.png ...`` all or nothing.
-
-    Files go to a hidden temporary folder next to the target, which replaces the target only
-    after the last frame is written; on any error the temporary folder is removed, so a failed
-    run never leaves a partial ``alpha`` folder behind.
+    8-bit images are divided by 255 and 16-bit ones by 65535. Grey images are used as they
+    are; images with an alpha channel (LA, RGBA) give their alpha channel; RGB images their
+    first channel (a grey matte saved as RGB has three equal channels).
     """
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / subdir
-    staging = Path(tempfile.mkdtemp(prefix=f".{subdir}.partial-", dir=out))
+    from PIL import Image
+
     try:
-        for index, alpha in frames:
-            write_alpha_png16(staging / f"{index:05d}.png", alpha)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("LA", "RGBA", "PA"):
+                arr = np.asarray(im.getchannel("A"))
+            elif mode == "P":
+                arr = np.asarray(im.convert("L"))
+            elif mode == "1":
+                arr = np.asarray(im, dtype=np.uint8) * 255
+            else:
+                arr = np.asarray(im)
+    except OSError as exc:
+        raise InputError(f"cannot read {path} as an image ({exc}); replace or remove the file.") from exc
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float64) / 255.0
+    if arr.dtype.kind in "ui":  # I;16 (uint16) or I (int32 holding 16-bit PNG values)
+        return arr.astype(np.float64) / 65535.0
+    return np.clip(arr.astype(np.float64), 0.0, 1.0)  # F (float) images

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Files in and out: lazy frame sequences from image folders and videos, alpha writers."""

@@ -1,0 +1,66 @@
+"""Masks as the model takes them: one per frame (or one for all), checked, binarised, resized."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..imaging.resize import resize_binary
+from ..inputs import as_tensor, frame_count
+
+log = logging.getLogger(__name__)
+
+
+def check_mask(mask: torch.Tensor, index: int, threshold: float, name: str = "masks") -> torch.Tensor:
+    """Validate one mask ((H, W), or (H, W, C) from an image file) and binarise it at ``threshold``."""
+    if mask.ndim == 3 and mask.shape[-1] in (1, 3, 4):
+        mask = mask[..., 0] if mask.shape[-1] == 1 else mask[..., :3].mean(-1)
+    if mask.ndim != 2:
+        raise InputError(f"{name}[{index}] has shape {tuple(mask.shape)}; expected (height, width).")
+    if not torch.isfinite(mask).all():
+        raise InputError(f"{name}[{index}] contains NaN or infinite values; fix the node or file that produced it.")
+    return (mask > threshold).float()
+
+
+class MaskSequence(Sequence):
+    """Masks indexed by frame: one per frame, or a single mask broadcast to every frame."""
+
+    def __init__(self, masks: Any, num_frames: int, threshold: float, name: str = "masks"):
+        self._masks = masks
+        self._name = name
+        self._threshold = threshold
+        self._num_frames = num_frames
+        count = frame_count(masks, name, item_ndim=2)
+        if count not in (1, num_frames):
+            raise InputError(
+                f"{name} has {count} masks for {num_frames} frames; give one mask per frame or a single mask "
+                "(it is then used for every frame)."
+            )
+        self._broadcast = count == 1
+
+    def __len__(self) -> int:
+        return self._num_frames
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        raw = self._masks[0 if self._broadcast else index]
+        return check_mask(as_tensor(raw, f"{self._name}[{index}]"), index, self._threshold, self._name)
+
+
+def check_sizes(frame_hw: tuple[int, ...], mask_hw: tuple[int, ...], name: str = "masks") -> None:
+    """Masks of another size are resized to the frames; say so, since it often means a wrong pairing."""
+    if tuple(frame_hw) != tuple(mask_hw):
+        fa, ma = frame_hw[1] / frame_hw[0], mask_hw[1] / mask_hw[0]
+        extra = " and a different aspect ratio" if abs(fa - ma) > 0.01 * fa else ""
+        log.warning(
+            "%s are %dx%d but frames are %dx%d%s; resizing the masks to the frames.",
+            name, mask_hw[1], mask_hw[0], frame_hw[1], frame_hw[0], extra,
+        )
+
+
+def resize_mask(mask: torch.Tensor, hw: tuple[int, ...]) -> torch.Tensor:
+    """Resize a binary (H, W) mask keeping it binary."""
+    return resize_binary(mask[None, None], hw)[0, 0]

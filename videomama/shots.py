@@ -1,0 +1,159 @@
+"""One shot from files to files: frames + masks on disk -> alpha frames on disk.
+
+This is what ``python -m videomama matte`` does, as library calls, so that every front end
+that mattes shots from disk (the CLI, batch runs on one machine or on a cluster) produces the
+same files from the same settings:
+
+    settings = ShotSettings(unet=..., vae=...)            # or no weights: the weight-free refiner
+    engine = load_engine(settings)                        # once per process: the model is reused
+    matte_shot("plate/", "roto/", "out/shot010", MatteOptions(), engine)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError
+from .options import MatteOptions, ProgressFn, parse_dtype
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Engine", "ShotSettings", "iter_shot_alpha", "load_engine", "matte_shot", "open_shot",
+           "resolve_device", "resolve_dtype"]
+
+
+@dataclass(frozen=True)
+class ShotSettings:
+    """How shots are matted, beyond :class:`MatteOptions`: which weights, where, how.
+
+    unet, vae: the VideoMaMa UNet and SVD VAE paths; both None = the weight-free refiner.
+    precision: 'auto' (fp16 on CUDA, fp32 on the CPU), 'fp32', 'fp16' or 'bf16'.
+    device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+    memory: a memory plan name or 'auto' (see videomama.memory.plans).
+    detail: after VideoMaMa, transfer full-resolution edge detail from frames larger than
+        the processing resolution.
+    """
+
+    unet: str | None = None
+    vae: str | None = None
+    precision: str = "auto"
+    device: str = "auto"
+    memory: str = "auto"
+    detail: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.unet is None) != (self.vae is None):
+            raise InputError("give both --unet and --vae to run VideoMaMa, or neither for the weight-free refiner.")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The compute device for a device name ('auto' picks CUDA when there is one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} was asked for, but no CUDA GPU is available; use --device cpu.")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise InputError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from exc
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weight/compute dtype for a precision name on ``device``."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return parse_dtype(name, "--precision")
+
+
+@dataclass
+class Engine:
+    """What mattes shots in this process: the loaded model (None: weight-free) and its device."""
+
+    settings: ShotSettings
+    device: torch.device
+    model: Any = None  # a VideoMaMaModel, weights in host memory (placed per run by the runner)
+
+
+def load_engine(settings: ShotSettings) -> Engine:
+    """Load the weights once (to host memory; the runner places them for each run)."""
+    device = resolve_device(settings.device)
+    if settings.unet is None or settings.vae is None:
+        return Engine(settings, device)
+    from .weights.checkpoints import load_model
+
+    dtype = resolve_dtype(settings.precision, device)
+    return Engine(settings, device, load_model(settings.unet, settings.vae, dtype=dtype, device="cpu"))
+
+
+def open_shot(frames_path: str | os.PathLike[str], masks_path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """Lazy frame and mask sequences of a shot (folders of images or video files)."""
+    from .io.frames import open_frames
+
+    return open_frames(frames_path, "--frames"), open_frames(masks_path, "--masks")
+
+
+def iter_shot_alpha(frames: Any, masks: Any, options: MatteOptions, engine: Engine,
+                    progress: ProgressFn | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(frame_index, alpha)`` of a shot in frame order, by VideoMaMa or the weight-free refiner."""
+    if engine.model is None:
+        yield from _refine_without_weights(frames, masks, options, progress)
+        return
+    from .pipeline.run import LocalHost, run_matte
+
+    settings = engine.settings
+    allow_changes = settings.memory in ("low_vram_decode4", "low_vram_tiled")
+    alphas = run_matte(engine.model, frames, masks, options, memory=settings.memory, host=LocalHost(engine.device),
+                       allow_result_changes=allow_changes, progress=progress)
+    if settings.detail:
+        alphas = _with_detail(frames, alphas, options)
+    yield from alphas
+
+
+def matte_shot(frames_path: str | os.PathLike[str], masks_path: str | os.PathLike[str],
+               out_dir: str | os.PathLike[str], options: MatteOptions, engine: Engine,
+               progress: ProgressFn | None = None) -> Path:
+    """Matte one shot from disk into ``out_dir/alpha`` (all or nothing); returns that folder."""
+    from .io.writers import write_alpha_sequence
+
+    started = time.monotonic()
+    frames, masks = open_shot(frames_path, masks_path)
+    target = write_alpha_sequence(iter_shot_alpha(frames, masks, options, engine, progress), out_dir)
+    log.info("wrote %d alpha frames to %s in %.1f s", len(frames), target, time.monotonic() - started)
+    return target
+
+
+def _refine_without_weights(frames: Any, masks: Any, options: MatteOptions,
+                            progress: ProgressFn | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """The weight-free path: edge-aware refinement of the coarse masks from the image."""
+    from .imaging.refine import refine_clip
+    from .inputs import check_finite, frame_at, frame_count
+    from .pipeline.masks import MaskSequence, check_sizes, resize_mask
+
+    count = frame_count(frames, "--frames")
+    mask_seq = MaskSequence(masks, count, options.mask_threshold, "--masks")
+    clip = torch.stack([frame_at(frames, i, "--frames") for i in range(count)])
+    check_finite(clip, list(range(count)), "--frames")
+    clip = clip.clamp_(0.0, 1.0)
+    size = tuple(clip.shape[1:3])
+    check_sizes(size, tuple(mask_seq[0].shape), "--masks")
+    mask_clip = torch.stack([resize_mask(mask_seq[i], size) for i in range(count)])
+    alpha = refine_clip(clip, mask_clip, progress=progress)
+    for i in range(count):
+        yield i, alpha[i]
+
+
+def _with_detail(frames: Any, alphas: Iterator[tuple[int, torch.Tensor]],
+                 options: MatteOptions) -> Iterator[tuple[int, torch.Tensor]]:
+    """Full-resolution detail pass on each finished frame (the frame is read once more)."""
+    from .imaging.refine import detail_refine
+
+    for index, alpha in alphas:
+        yield index, detail_refine([frames[index]], alpha[None], resolution=options.resolution)[0]

@@ -1,0 +1,1 @@
+"""Weights: the one trusted file reader, checkpoint identification and loading, SGM key mapping, configs."""
