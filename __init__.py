@@ -1,17 +1,20 @@
 """ComfyUI-VideoMaMa: ComfyUI imports this file as the pack's entry point.
 
-Registers the nodes (``NODE_CLASS_MAPPINGS``) and the model folders ``models/videomama`` and
-``models/sam2``. Importing it is cheap and safe anywhere: no model is loaded, no GPU is
-touched, nothing is downloaded or installed. Outside ComfyUI (no ``folder_paths``) the node
-classes are still exposed but no host call is made.
+A V3 pack (ComfyUI's ``comfy_api.latest``): ComfyUI calls :func:`comfy_entrypoint`, which
+registers the model folders ``models/videomama`` and ``models/sam2`` and returns the
+extension listing the nodes. Importing this file does nothing else: no model is loaded, no
+GPU is touched, nothing is downloaded or installed, and it imports anywhere (ComfyUI itself is
+only needed once the entry point is called).
 
-Only relative imports here: ComfyUI imports the pack as a package by its path, and a plain
+No ``NODE_CLASS_MAPPINGS`` here: ComfyUI would take that (V1) path instead of the entry point.
+Only relative imports: ComfyUI imports the pack as a package by its path, and a plain
 ``import nodes`` would be ComfyUI's own nodes.py.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .nodes import host as _host
+WEB_DIRECTORY = "./nodes/web"  # frontend helper: a freshly added MaskToMatte keeps its seed fixed
 
-_host.register_model_folders()
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+async def comfy_entrypoint():
+    from .nodes.extension import extension
+
+    return extension()

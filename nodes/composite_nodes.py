@@ -1,14 +1,15 @@
-"""AlphaComposite: put a matted subject on a new background and export RGBA (V1 API)."""
+"""AlphaComposite: put a matted subject on a new background and export RGBA."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
+from comfy_api.latest import io
 
 from . import host
 from .convert import image_rgb, mask_batch
+from .schema import node_schema
 
 log = logging.getLogger(__name__)
 
@@ -17,76 +18,61 @@ FITS = ("cover", "contain", "stretch")
 RGBA_MODES = ("straight", "premultiplied")
 
 
-class AlphaComposite:
+class AlphaComposite(io.ComfyNode):
     """foreground + alpha (+ background) -> composite IMAGE and RGBA IMAGE."""
 
-    DESCRIPTION = (
-        "Composites the subject over a new background (a clip, a single image, a solid colour or a checkerboard) "
-        "using its alpha matte, optionally estimating the subject's clean colour in semi-transparent pixels "
-        "(hair, motion blur) so the old background does not show through. Also outputs RGBA, straight or "
-        "premultiplied, for SaveImage or video packs that write alpha."
-    )
-    CATEGORY = "VideoMaMa"
-    FUNCTION = "composite"
-    RETURN_TYPES = ("IMAGE", "IMAGE")
-    RETURN_NAMES = ("composite", "rgba")
-    OUTPUT_TOOLTIPS = (
-        "The subject composited over the background (RGB, frames of the foreground's size).",
-        "The subject as RGBA (4 channels): straight colour, or colour multiplied by alpha if rgba_mode is "
-        "premultiplied. SaveImage writes it as PNG with transparency (PNG expects straight alpha).",
-    )
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return node_schema(
+            "AlphaComposite", "Alpha Composite (VideoMaMa)",
+            "Composites the subject over a new background (a clip, a single image, a solid colour or a "
+            "checkerboard) using its alpha matte, optionally estimating the subject's clean colour in "
+            "semi-transparent pixels (hair, motion blur) so the old background does not show through. Also outputs "
+            "RGBA, straight or premultiplied, for SaveImage or video packs that write alpha.",
+            inputs=[
+                io.Image.Input("foreground", tooltip="The frames that contain the subject (the clip that was matted)."),
+                io.Mask.Input("alpha", tooltip=(
+                    "The matte, 1 = subject (MaskToMatte's alpha). One per frame or one for all.")),
+                io.Boolean.Input("invert_alpha", default=False, tooltip=(
+                    "Turn on if the mask uses ComfyUI's LoadImage convention (1 = transparent background), e.g. a "
+                    "mask from LoadImage or SplitImageWithAlpha.")),
+                io.Combo.Input("background", options=list(BACKGROUNDS), default="color", tooltip=(
+                    "color: a solid colour (see color). image: the background_image input (a clip of the same "
+                    "length, or one image for all frames). checkerboard: a grey preview pattern.")),
+                io.String.Input("color", default="#00FF00", tooltip=(
+                    "Background colour for background=color, and the padding colour of fit=contain: '#RRGGBB' or "
+                    "'R,G,B' with 0-255.")),
+                io.Combo.Input("fit", options=list(FITS), default="cover", tooltip=(
+                    "How a background image of another size is fitted: cover (scale to fill, crop the centre), "
+                    "contain (scale to fit, pad with color), stretch (ignore the aspect ratio).")),
+                io.Boolean.Input("estimate_foreground", default=True, tooltip=(
+                    "Recover the subject's own colour where alpha is between 0 and 1 (blur-fusion estimation), "
+                    "removing the old background's fringe. Off: use the frame colour as is.")),
+                io.Combo.Input("rgba_mode", options=list(RGBA_MODES), default="straight", tooltip=(
+                    "straight: colour not multiplied by alpha (PNG, most video packs). premultiplied: colour times "
+                    "alpha (for tools that expect premultiplied input).")),
+                io.Image.Input("background_image", optional=True, tooltip=(
+                    "Background for background=image: a clip with as many frames as the foreground, or a single "
+                    "image used for every frame.")),
+            ],
+            outputs=[
+                io.Image.Output("composite", display_name="composite", tooltip=(
+                    "The subject composited over the background (RGB, frames of the foreground's size).")),
+                io.Image.Output("rgba", display_name="rgba", tooltip=(
+                    "The subject as RGBA (4 channels): straight colour, or colour multiplied by alpha if rgba_mode "
+                    "is premultiplied. SaveImage writes it as PNG with transparency (PNG expects straight alpha).")),
+            ],
+            search_aliases=("composite over background", "replace background", "green screen", "keying",
+                            "premultiply"),
+        )
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "foreground": ("IMAGE", {"tooltip": "The frames that contain the subject (the clip that was matted)."}),
-                "alpha": ("MASK", {"tooltip": "The matte, 1 = subject (MaskToMatte's alpha). One per frame or one for all."}),
-                "invert_alpha": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "Turn on if the mask uses ComfyUI's LoadImage convention (1 = transparent background), "
-                               "e.g. a mask from LoadImage or SplitImageWithAlpha.",
-                }),
-                "background": (list(BACKGROUNDS), {
-                    "default": "color",
-                    "tooltip": "color: a solid colour (see color). image: the background_image input (a clip of the "
-                               "same length, or one image for all frames). checkerboard: a grey preview pattern.",
-                }),
-                "color": ("STRING", {
-                    "default": "#00FF00",
-                    "tooltip": "Background colour for background=color, and the padding colour of fit=contain: "
-                               "'#RRGGBB' or 'R,G,B' with 0-255.",
-                }),
-                "fit": (list(FITS), {
-                    "default": "cover",
-                    "tooltip": "How a background image of another size is fitted: cover (scale to fill, crop the "
-                               "centre), contain (scale to fit, pad with color), stretch (ignore the aspect ratio).",
-                }),
-                "estimate_foreground": ("BOOLEAN", {
-                    "default": True,
-                    "tooltip": "Recover the subject's own colour where alpha is between 0 and 1 (blur-fusion "
-                               "estimation), removing the old background's fringe. Off: use the frame colour as is.",
-                }),
-                "rgba_mode": (list(RGBA_MODES), {
-                    "default": "straight",
-                    "tooltip": "straight: colour not multiplied by alpha (PNG, most video packs). premultiplied: colour "
-                               "times alpha (for tools that expect premultiplied input).",
-                }),
-            },
-            "optional": {
-                "background_image": ("IMAGE", {
-                    "tooltip": "Background for background=image: a clip with as many frames as the foreground, or a "
-                               "single image used for every frame.",
-                }),
-            },
-        }
-
-    def composite(self, foreground: torch.Tensor, alpha: torch.Tensor, invert_alpha: bool = False,
-                  background: str = "color", color: str = "#00FF00", fit: str = "cover",
-                  estimate_foreground: bool = True, rgba_mode: str = "straight",
-                  background_image: torch.Tensor | None = None):
-        from ..videomama.errors import InputError
+    def execute(cls, foreground: torch.Tensor, alpha: torch.Tensor, invert_alpha: bool = False,
+                background: str = "color", color: str = "#00FF00", fit: str = "cover",
+                estimate_foreground: bool = True, rgba_mode: str = "straight",
+                background_image: torch.Tensor | None = None) -> io.NodeOutput:
         from ..videomama.imaging import composite as comp
+        from ..videomama.errors import InputError
 
         frames = image_rgb(foreground, "foreground")
         a = mask_batch(alpha, "alpha").clamp(0.0, 1.0)
@@ -122,8 +108,4 @@ class AlphaComposite:
         out_device = host.intermediate_device()
         result = comp.composite(fg, a, bg).to(out_device)
         rgba = comp.to_rgba(fg, a, premultiplied=rgba_mode == "premultiplied").to(out_device)
-        return (result, rgba)
-
-
-NODE_CLASS_MAPPINGS = {"AlphaComposite": AlphaComposite}
-NODE_DISPLAY_NAME_MAPPINGS = {"AlphaComposite": "Alpha Composite (VideoMaMa)"}
+        return io.NodeOutput(result, rgba)

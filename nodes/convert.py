@@ -45,7 +45,3 @@ def mask_batch(masks: torch.Tensor, name: str = "masks") -> torch.Tensor:
         raise InputError(f"{name} is empty: give one mask per frame or one mask for the whole clip.")
     return x.float()
 
-
-def rgba(frames: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 4) straight RGBA from (B, H, W, 3) colour and (B, H, W) alpha (1 = opaque)."""
-    return torch.cat([frames.to(alpha.device, torch.float32), alpha[..., None].float()], dim=-1)

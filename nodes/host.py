@@ -5,8 +5,8 @@ Everything that touches ``folder_paths``, ``comfy.model_management``, ``ModelPat
 functions below and the host-independent ``videomama`` library.
 
 ComfyUI is imported lazily (inside the functions), so this module imports cleanly without
-ComfyUI (CI, the CLI, pytest). Listing functions then return the explained placeholder
-choice; functions that need the host raise :class:`HostUnavailable`.
+ComfyUI. Listing functions then return the placeholder choice; functions that need the host
+raise :class:`HostUnavailable`.
 
 Model management (the shared part):
 
@@ -28,6 +28,7 @@ Model management (the shared part):
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import re
@@ -41,28 +42,31 @@ import torch
 from torch import nn
 
 from ..videomama.errors import Cancelled, CheckpointError, InputError
+from ..videomama.options import DTYPES
+from ..videomama.weights.files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 VIDEOMAMA_FOLDER = "videomama"
 SAM2_FOLDER = "sam2"
-WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 _MAX_FOLDER_DEPTH = 4  # how deep we look for diffusers folders (config.json) under a models folder
 
-UNET_PLACEHOLDER = (
-    "(no VideoMaMa UNet found - put the 'unet' folder of the SammyLim/VideoMaMa release "
-    "into ComfyUI/models/videomama, then press R to refresh)"
-)
-VAE_PLACEHOLDER = (
-    "(no SVD VAE found - put svd_xt.safetensors or svd_xt_1_1.safetensors into ComfyUI/models/checkpoints, "
-    "or the 'vae' folder of stable-video-diffusion-img2vid-xt into ComfyUI/models/videomama, then press R)"
-)
-SAM2_PLACEHOLDER = (
-    "(no SAM2 checkpoint found - put an official SAM2/SAM2.1 .pt (e.g. sam2.1_hiera_tiny.pt) "
-    "into ComfyUI/models/sam2, then press R)"
-)
+# The one table of the precision settings of our loader nodes ("auto" = ComfyUI's choice).
+PRECISION_DTYPES = DTYPES  # the library's one table of precision names
+PRECISIONS = ("auto", *PRECISION_DTYPES)
+
+# What an empty model list shows: short, so the combo keeps its label on a normal-width node.
+# The error raised when one is picked (and the inputs' tooltips) say where the files go.
+UNET_PLACEHOLDER = "(no UNet found)"
+VAE_PLACEHOLDER = "(no VAE found)"
+SAM2_PLACEHOLDER = "(no SAM2 found)"
+_WHERE_FILES_GO = {
+    UNET_PLACEHOLDER: "Put the 'unet' folder of the SammyLim/VideoMaMa release into ComfyUI/models/videomama",
+    VAE_PLACEHOLDER: "Put svd_xt.safetensors or svd_xt_1_1.safetensors into ComfyUI/models/checkpoints, or the "
+                     "'vae' folder of stable-video-diffusion-img2vid-xt into ComfyUI/models/videomama",
+    SAM2_PLACEHOLDER: "Put an official SAM2/SAM2.1 .pt (e.g. sam2.1_hiera_tiny.pt) into ComfyUI/models/sam2",
+}
 
 
 class HostUnavailable(RuntimeError):
@@ -89,11 +93,6 @@ def _mm() -> Any:
             "Outside ComfyUI use the library (python -m videomama)."
         ) from exc
     return mm
-
-
-def comfy_available() -> bool:
-    """Whether this process runs inside ComfyUI (its ``folder_paths`` module is importable)."""
-    return _folder_paths() is not None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,13 +136,16 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _classify_cached(path: str, size: int, mtime_ns: int) -> str:
-    """What a weight file holds, from its tensor names (safetensors header only: cheap)."""
+def _identified(path: str, size: int, mtime_ns: int) -> str:
+    """The library's identification of a weight file or diffusers folder, cached by size and mtime.
+
+    Safetensors files are identified from their header (cheap); folders from their config.json.
+    """
     from ..videomama.weights.checkpoints import identify
 
     try:
         info = identify(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken file must not break the node list
         log.debug("cannot identify %s: %s", path, exc)
         return "unreadable"
     if info.kind == "svd_checkpoint":
@@ -151,33 +153,20 @@ def _classify_cached(path: str, size: int, mtime_ns: int) -> str:
     return info.kind
 
 
-def _file_kind(path: Path) -> str | None:
-    """The kind of a safetensors file (cached by size and mtime); None for pickles (not read here)."""
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+def _kind(path: Path) -> str | None:
+    """What a listed path holds; None for pickles (reading one costs a full unpickle: they are
+    identified when loaded)."""
+    if path.is_dir():
+        stamp = path / "config.json"
+    elif path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        stamp = path
+    else:
         return None
     try:
-        st = path.stat()
+        st = stamp.stat()
     except OSError:
         return "unreadable"
-    return _classify_cached(str(path), st.st_size, st.st_mtime_ns)
-
-
-def _config_kind(config_json: Path) -> str | None:
-    """'videomama_unet' / 'temporal_vae' / None for a diffusers folder's config.json."""
-    import json
-
-    try:
-        config = json.loads(config_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict):
-        return None
-    cls = str(config.get("_class_name", ""))
-    if cls == "UNetSpatioTemporalConditionModel" and int(config.get("in_channels", 0) or 0) == 12:
-        return "videomama_unet"
-    if cls == "AutoencoderKLTemporalDecoder":
-        return "temporal_vae"
-    return None
+    return _identified(str(path), st.st_size, st.st_mtime_ns)
 
 
 @dataclass
@@ -198,12 +187,10 @@ def _scan(folder: str) -> _Listing:
         for here, _dirnames, filenames in _walk(root):
             rel = here.relative_to(root).as_posix()
             if "config.json" in filenames:
-                kind = _config_kind(here / "config.json")
-                if kind is not None and rel != ".":
-                    label = f"{folder}/{rel}"
-                    if label not in seen:
-                        seen.add(label)
-                        out.folders.append((label, here, kind))
+                label = f"{folder}/{rel}"
+                if rel != "." and label not in seen:
+                    seen.add(label)
+                    out.folders.append((label, here, _kind(here) or "unknown"))
                 continue  # weights next to a config.json are that folder's
             for name in sorted(filenames):
                 if not name.lower().endswith(WEIGHT_SUFFIXES):
@@ -226,7 +213,7 @@ def unet_choices() -> list[str]:
         if folder == "diffusers":
             continue
         for label, path in listing.files:
-            kind = _file_kind(path)
+            kind = _kind(path)
             if kind == "videomama_unet":
                 labels.append(label)
             elif kind is None and (folder == VIDEOMAMA_FOLDER or "videomama" in path.name.lower()):
@@ -244,10 +231,8 @@ def vae_choices() -> list[str]:
         for label, path in listing.files:
             if folder == "checkpoints" and not re.search(r"svd", path.name, re.IGNORECASE):
                 continue  # only Stable Video Diffusion checkpoints carry this VAE
-            kind = _file_kind(path)
-            if kind in ("temporal_vae", "svd_checkpoint_with_vae"):
-                labels.append(label)
-            elif kind is None and (folder == VIDEOMAMA_FOLDER or re.search(r"svd", path.name, re.IGNORECASE)):
+            kind = _kind(path)
+            if kind in ("temporal_vae", "svd_checkpoint_with_vae") or kind is None and (folder == VIDEOMAMA_FOLDER or re.search(r"svd", path.name, re.IGNORECASE)):
                 labels.append(label)
     return sorted(dict.fromkeys(labels)) or [VAE_PLACEHOLDER]
 
@@ -263,9 +248,8 @@ def resolve_choice(label: str, what: str) -> Path:
 
     Raises CheckpointError that says what to put where for a placeholder or a vanished file.
     """
-    placeholders = {UNET_PLACEHOLDER, VAE_PLACEHOLDER, SAM2_PLACEHOLDER}
-    if label in placeholders or label.startswith("(no "):
-        raise CheckpointError(f"{what}: no weights were found. {label.strip('()')}.")
+    if label in _WHERE_FILES_GO:
+        raise CheckpointError(f"{what}: no weights were found. {_WHERE_FILES_GO[label]}, then press R to refresh.")
     folder, _, rel = label.partition("/")
     searched = _dirs(folder)
     for root in searched:
@@ -282,9 +266,6 @@ def resolve_choice(label: str, what: str) -> Path:
 # ----------------------------------------------------------------------------------------------
 # devices and dtypes
 # ----------------------------------------------------------------------------------------------
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
 def torch_device() -> torch.device:
     """The device ComfyUI computes on (``cpu`` under --cpu)."""
     return _mm().get_torch_device()
@@ -295,6 +276,13 @@ def intermediate_device() -> torch.device:
     return _mm().intermediate_device()
 
 
+def precision_dtype(precision: str) -> torch.dtype | None:
+    """The dtype a loader's precision setting names; None for "auto" (the host decides)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision '{precision}' is unknown; choose one of {', '.join(PRECISIONS)}.")
+    return PRECISION_DTYPES.get(precision)
+
+
 def model_dtypes(precision: str, device: torch.device, unet_params: int = 0) -> tuple[torch.dtype, torch.dtype]:
     """(UNet dtype, VAE dtype) for the node's precision setting.
 
@@ -303,18 +291,15 @@ def model_dtypes(precision: str, device: torch.device, unet_params: int = 0) -> 
     etc., as ComfyUI runs SVD's VAE). fp16/bf16/fp32: both parts in that dtype (fp16 is the
     official VideoMaMa setting on GPUs).
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision '{precision}' is unknown; choose one of {', '.join(PRECISIONS)}.")
-    if precision != "auto":
-        dtype = _DTYPES[precision]
+    dtype = precision_dtype(precision)
+    if dtype is not None:
         if device.type == "cpu" and dtype != torch.float32:
             log.warning("precision %s on the CPU is slow and may be unsupported by some layers; fp32 is faster there.", precision)
         return dtype, dtype
     mm = _mm()
-    unet = mm.unet_dtype(device=device, model_params=unet_params,
-                         supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+    unet = mm.unet_dtype(device=device, model_params=unet_params, supported_dtypes=list(PRECISION_DTYPES.values()))
     vae = mm.vae_dtype(device=device, allowed_dtypes=[torch.bfloat16, torch.float32])
-    usable = (torch.float16, torch.bfloat16, torch.float32)
+    usable = tuple(PRECISION_DTYPES.values())
     if unet not in usable:  # e.g. --fp8_e4m3fn-unet: these layers cannot compute in fp8
         fallback = torch.float32 if device.type == "cpu" else torch.float16
         log.warning("ComfyUI asks for %s weights; VideoMaMa runs in %s instead.", unet, fallback)
@@ -538,8 +523,6 @@ class ComfyHost:
         load_for_inference(self.hosted, memory_required=activation_bytes)
 
     def release(self) -> None:
-        import gc
-
         gc.collect()  # tensors of the failed attempt held in reference cycles
         soft_empty_cache()
 

@@ -60,8 +60,9 @@ def main(comfy_dir: str, out_path: str) -> None:
     pack = importlib.util.module_from_spec(spec)
     sys.modules[name] = pack
     spec.loader.exec_module(pack)
-    host = pack.nodes.host
     from importlib import import_module
+
+    host = import_module(f"{name}.nodes.host")
 
     configs = import_module(f"{name}.videomama.weights.configs")
     model_mod = import_module(f"{name}.videomama.pipeline.model")
@@ -76,12 +77,17 @@ def main(comfy_dir: str, out_path: str) -> None:
     frames = torch.rand(3, 40, 56, 3, generator=gen)
     masks = torch.zeros(3, 40, 56)
     masks[:, 10:30, 15:40] = 1.0
-    node = pack.NODE_CLASS_MAPPINGS["MaskToMatte"]()
+    import asyncio
+
+    async def node_list():
+        return await (await pack.comfy_entrypoint()).get_node_list()
+
+    matte = next(cls for cls in asyncio.run(node_list()) if cls.GET_SCHEMA().node_id == "MaskToMatte")
 
     def run(hosted):
         with torch.inference_mode():
-            return node.matte(frames, masks, resolution=64, window=3, overlap=1, seed=42, mask_threshold=0.5,
-                              posterior="sample", model=hosted)[0]
+            return matte.execute(frames, masks, resolution=64, window=3, overlap=1, seed=42, mask_threshold=0.5,
+                                 posterior="sample", model=hosted)[0]
 
     result: dict = {"comfy_vram_state_under_cpu": mm.vram_state.name,
                     "auto_dtypes_on_cpu": [str(d) for d in host.model_dtypes("auto", mm.get_torch_device())]}
@@ -204,7 +210,7 @@ def main(comfy_dir: str, out_path: str) -> None:
         mm.load_models_gpu([patcher])
         left = [n for n, p in bare.named_parameters() if p.device.type != "meta"]
         result["plain_modelpatcher_lowvram"] = {"error": None, "params_left_on_cpu": len(left), "examples": left[:3]}
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - recorded, it is what we show
         result["plain_modelpatcher_lowvram"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     mm.current_loaded_models.clear()
     restore()

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random-weight models saved in every on-disk layout users have.
+"""Shared fixtures: tiny random-weight models saved in every on-disk layout users have, and the
+pack inside the stand-in ComfyUI host (``pack``, ``host``, ``models``; helpers in node_harness.py).
 
 Tests then go through the real loaders (``videomama.weights.checkpoints``), never through mocks.
 """
@@ -7,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from videomama.weights.configs import (  # noqa: E402
+from videomama.weights.configs import (
     TINY_UNET_CONFIG,
     TINY_VAE_CONFIG,
     build_random_unet,
@@ -53,7 +56,7 @@ def save_safetensors(path: Path, tensors: dict, metadata: dict | None = None) ->
 @pytest.fixture(scope="session")
 def layouts(tmp_path_factory, tiny_unet, tiny_vae):
     """Paths of the tiny models in each supported (and some refused) layout."""
-    from videomama.weights import sgm_vae
+    from videomama.weights import sgm_vae as sgm_vae
 
     root = tmp_path_factory.mktemp("weights")
     paths: dict[str, Path] = {}
@@ -129,3 +132,49 @@ class _Exploit:
 
     def __reduce__(self):
         return (print, ("pickled code ran",))
+
+
+# ------------------------------------------------------------------------------------------ the pack in the stand-in host
+@pytest.fixture(scope="module")
+def pack():
+    """The pack module, with ``.registered`` (node id -> class) as ComfyUI registers them."""
+    import comfy_standin
+
+    name = "comfyui_videomama_under_test"
+    with comfy_standin.standin_host():
+        module = comfy_standin.import_pack(name)
+        import comfy.model_management
+
+        assert Path(comfy.model_management.__file__).is_relative_to(comfy_standin.FAKE)
+        module.registered = comfy_standin.load_nodes(module)
+        try:
+            yield module
+        finally:
+            comfy_standin.forget_pack(name)
+
+
+@pytest.fixture()
+def host(pack, tmp_path):
+    """Fresh stand-in state, an empty ComfyUI base folder and a progress hook that records calls."""
+    import comfy.model_management as mm
+    import comfy.utils
+    import folder_paths
+
+    folder_paths.reset(str(tmp_path))
+    mm.reset()
+    updates: list[tuple[int, int]] = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: updates.append((value, total)))
+    pack.nodes.host.register_model_folders()
+    yield SimpleNamespace(mm=mm, fp=folder_paths, utils=comfy.utils, base=tmp_path, updates=updates)
+    mm.reset()
+    comfy.utils.set_progress_bar_global_hook(None)
+
+
+@pytest.fixture()
+def models(host, layouts):
+    """The tiny UNet as a diffusers folder in models/videomama and an svd_xt-style file in models/checkpoints."""
+    md = Path(host.fp.models_dir)
+    shutil.copytree(layouts["unet_folder"], md / "videomama" / "VideoMaMa" / "unet")
+    (md / "checkpoints").mkdir(parents=True)
+    shutil.copy(layouts["svd_xt_single_file"], md / "checkpoints" / "svd_xt.safetensors")
+    return md

@@ -280,21 +280,23 @@ def test_objects_prompted_on_different_frames_track_on_cpu(predictor, frames):
     assert steps[1].reverse and steps[0].reverse and not steps[2].reverse
 
 
-def test_sam2_bf16_memory_alone_fails_on_cpu(predictor, frames):
-    """Documents why the fp32 memories exist: SAM2's own storage (bf16) breaks this case on CPU."""
+def test_memories_are_stored_in_the_state_dtype(predictor, frames):
+    """The fp32 memories behind the test above: our predictor stores memory features in the dtype
+    its inference state names (fp32 on the CPU), where SAM2 alone stores bfloat16."""
     ext = available.require_sam2()
     module = predictor.predictor
     images = tracking.ModelFrames(frames, T, H, W, module.image_size, torch.device("cpu"))
     cpu = torch.device("cpu")
-    state = ext.new_inference_state(images, H, W, cpu, cpu, memory_dtype=None)  # SAM2 default
-    module.add_new_points_or_box(state, frame_idx=1, obj_id=1, points=[[20, 20]], labels=[1])
-    module.add_new_points_or_box(state, frame_idx=4, obj_id=2, box=[30, 10, 60, 40])
-    try:
+    stored = {}
+    for memory_dtype in (torch.float32, None):
+        state = ext.new_inference_state(images, H, W, cpu, cpu, memory_dtype=memory_dtype)
+        module.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=[[20, 20]], labels=[1])
         list(module.propagate_in_video(state))
-    except RuntimeError as exc:
-        assert "dtype" in str(exc)
-    else:
-        pytest.skip("this sam2 version no longer mixes bf16 memories with fp32 weights on CPU")
+        outputs = state["output_dict_per_obj"][0]
+        stored[memory_dtype] = {out["maskmem_features"].dtype for kind in ("cond_frame_outputs", "non_cond_frame_outputs")
+                                for out in outputs[kind].values()}
+    assert stored[torch.float32] == {torch.float32}
+    assert stored[None] == {torch.bfloat16}  # SAM2's own choice: the key is what changes it
 
 
 def test_memory_pruning_changes_nothing(predictor):

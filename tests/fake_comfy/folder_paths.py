@@ -1,10 +1,16 @@
-"""Stand-in for ComfyUI's folder_paths (only what the pack uses)."""
+"""Stand-in for ComfyUI's folder_paths (only what the pack uses; checked against ComfyUI 0.3.64
+by tests/test_comfy_standin.py).
+
+``add_model_folder_path`` appends a new path to a known name (``is_default`` puts it, or moves
+it, first) and creates unknown names; legacy names ("unet", "clip") map to their new ones.
+"""
 
 from __future__ import annotations
 
 import os
 
 supported_pt_extensions = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+_LEGACY = {"unet": "diffusion_models", "clip": "text_encoders"}
 models_dir = ""
 folder_names_and_paths: dict[str, tuple[list[str], set[str]]] = {}
 
@@ -20,20 +26,28 @@ def reset(base: str) -> None:
         [os.path.join(models_dir, "unet"), os.path.join(models_dir, "diffusion_models")], set(supported_pt_extensions))
 
 
+def map_legacy(folder_name: str) -> str:
+    return _LEGACY.get(folder_name, folder_name)
+
+
 def add_model_folder_path(folder_name: str, full_folder_path: str, is_default: bool = False) -> None:
-    if folder_name in folder_names_and_paths:
-        paths = folder_names_and_paths[folder_name][0]
-        if full_folder_path not in paths:
-            if is_default:
-                paths.insert(0, full_folder_path)
-            else:
-                paths.append(full_folder_path)
-    else:
+    folder_name = map_legacy(folder_name)
+    if folder_name not in folder_names_and_paths:
         folder_names_and_paths[folder_name] = ([full_folder_path], set())
+        return
+    paths = folder_names_and_paths[folder_name][0]
+    if full_folder_path in paths:
+        if is_default:
+            paths.remove(full_folder_path)
+            paths.insert(0, full_folder_path)
+    elif is_default:
+        paths.insert(0, full_folder_path)
+    else:
+        paths.append(full_folder_path)
 
 
 def get_folder_paths(folder_name: str) -> list[str]:
-    return folder_names_and_paths[folder_name][0][:]
+    return folder_names_and_paths[map_legacy(folder_name)][0][:]
 
 
 reset(os.path.join(os.path.dirname(__file__), "_unused_base"))
