@@ -71,8 +71,8 @@ class AlphaComposite(io.ComfyNode):
                 background: str = "color", color: str = "#00FF00", fit: str = "cover",
                 estimate_foreground: bool = True, rgba_mode: str = "straight",
                 background_image: torch.Tensor | None = None) -> io.NodeOutput:
-        from ..videomama.imaging import composite as comp
         from ..videomama.errors import InputError
+        from ..videomama.imaging import composite as comp
 
         frames = image_rgb(foreground, "foreground")
         a = mask_batch(alpha, "alpha").clamp(0.0, 1.0)

@@ -145,7 +145,7 @@ def _identified(path: str, size: int, mtime_ns: int) -> str:
 
     try:
         info = identify(path)
-    except Exception as exc:  # noqa: BLE001 - a broken file must not break the node list
+    except Exception as exc:
         log.debug("cannot identify %s: %s", path, exc)
         return "unreadable"
     if info.kind == "svd_checkpoint":

@@ -6,9 +6,8 @@ nodes are listed, and running them says how to install it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
+from typing import Any
 
 import torch
 from comfy_api.latest import io

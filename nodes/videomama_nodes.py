@@ -47,8 +47,8 @@ class LoadVideoMaMa(io.ComfyNode):
 
     @classmethod
     def execute(cls, unet: str, vae: str, precision: str = "auto") -> io.NodeOutput:
-        from ..videomama.weights.checkpoints import load_unet, load_vae
         from ..videomama.pipeline.model import VideoMaMaModel as Model
+        from ..videomama.weights.checkpoints import load_unet, load_vae
 
         unet_path = host.resolve_choice(unet, "unet")
         vae_path = host.resolve_choice(vae, "vae")

@@ -65,8 +65,8 @@ def test_matte_writes_16bit_pngs_at_source_size(clip_dirs, layouts, tmp_path):
     assert "11/11" in res.stderr or "windows" in res.stderr  # progress bar on stderr
 
     # Same result as the library called directly (same weights, options, seed).
-    from videomama.io.frames.frames import open_frames
-    from videomama.io.frames.writers import alpha_to_uint16
+    from videomama.io.frames import open_frames
+    from videomama.io.writers import alpha_to_uint16
     from videomama.options import MatteOptions
     from videomama.pipeline.matte import matte_clip
     from videomama.weights.checkpoints import load_model

@@ -24,7 +24,7 @@ from videomama.eval.metrics import (
     mse,
     unknown_region,
 )
-from videomama.io.frames.frames import read_matte
+from videomama.io.frames import read_matte
 
 # ---------------------------------------------------------------------------------------------
 # MAD / MSE

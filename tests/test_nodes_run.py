@@ -105,7 +105,7 @@ def test_without_model_uses_weight_free_refiner(pack, host):
     frames, masks = clip(t=5)
     alpha = run_matte(pack, frames, masks, None)[0]
     assert alpha.shape == (5, 40, 56)
-    ref = lib(pack, "refine").refine_clip(frames, masks, threshold=0.5, work_size=64, device="cpu")
+    ref = lib(pack, "imaging.refine").refine_clip(frames, masks, threshold=0.5, work_size=64, device="cpu")
     assert torch.allclose(alpha, ref)
     # the matte follows the mask: inside ~1, outside ~0
     assert float(alpha[masks > 0.5].mean()) > 0.9 and float(alpha[masks < 0.5].mean()) < 0.1
@@ -120,7 +120,7 @@ def test_detail_pass_changes_only_the_soft_edge(pack, host, models):
     plain = run_matte(pack, frames, masks, hosted, resolution=64)[0]
     detailed = run_matte(pack, frames, masks, hosted, resolution=64, detail_pass=True)[0]
     assert detailed.shape == plain.shape and 0 <= float(detailed.min()) and float(detailed.max()) <= 1
-    ref = lib(pack, "refine").detail_refine(frames, plain, resolution=64)
+    ref = lib(pack, "imaging.refine").detail_refine(frames, plain, resolution=64)
     assert torch.allclose(detailed, ref, atol=1e-6)
     assert float((detailed - plain).abs().max()) > 1e-3  # the pass did something
     hard = (plain < 0.005) | (plain > 0.995)
@@ -178,7 +178,7 @@ def test_alpha_composite_backgrounds(pack, host):
     comp, _ = composite(pack, foreground=frames, alpha=masks, background="image", background_image=bg_single,
                         fit="stretch")
     assert comp.shape == (3, 40, 56, 3)
-    fitted = lib(pack, "composite").fit_image(bg_single, 40, 56, "stretch")[0]
+    fitted = lib(pack, "imaging.composite").fit_image(bg_single, 40, 56, "stretch")[0]
     for i in range(3):
         outside = masks[i] < 0.5
         assert torch.allclose(comp[i][outside], fitted[outside], atol=1e-6)  # one image for every frame

@@ -17,7 +17,7 @@ ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 """``should_cancel()``: asked between units of work; True stops the run with ``Cancelled``."""
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 """The precisions a user can name (CLI ``--precision``, node ``precision``), by name."""
 
 

@@ -15,7 +15,7 @@ from . import io
 class ComfyExtension(ABC):
     """What a V3 pack's ``comfy_entrypoint()`` returns; ComfyUI awaits ``get_node_list()``."""
 
-    async def on_load(self) -> None:
+    async def on_load(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Called by hosts that support it before the node list is read."""
 
     @abstractmethod
