@@ -196,8 +196,8 @@ def build_base(base: Path) -> Path:
         sys.path.insert(0, str(ROOT))
     from conftest import save_safetensors
 
-    from videomama import sgm_vae
-    from videomama.configs import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_random_unet, build_random_vae
+    from videomama.weights import sgm_vae
+    from videomama.weights.configs import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_random_unet, build_random_vae
 
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ComfyUI-VideoMaMa").symlink_to(ROOT, target_is_directory=True)
