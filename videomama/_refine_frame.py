@@ -55,11 +55,15 @@ def _cores(mask: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _sure_regions(mask: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sure foreground, sure background, thin (N,) bool) of a {0, 1} mask, thin parts of either side kept."""
+    """(sure foreground, sure background, thin share (N,)) of a {0, 1} mask, thin parts of either
+    side kept; the share is the larger, over the two sides, part of a side's sure pixels that
+    only the thin-part cores made sure."""
     fg, plain_fg = _cores(mask, radius)
     bg, plain_bg = _cores(1 - mask, radius)
-    thin = ((fg - plain_fg).amax(dim=(1, 2, 3)) > 0) | ((bg - plain_bg).amax(dim=(1, 2, 3)) > 0)
-    return fg, bg, thin
+    dims = (1, 2, 3)
+    share_fg = (fg - plain_fg).sum(dims) / fg.sum(dims).clamp_min(1.0)
+    share_bg = (bg - plain_bg).sum(dims) / bg.sum(dims).clamp_min(1.0)
+    return fg, bg, torch.maximum(share_fg, share_bg)
 
 
 def work_hw(h: int, w: int, work_size: int) -> tuple[int, int]:
@@ -79,7 +83,7 @@ class Working:
     fg: torch.Tensor  # sure foreground (1) ...
     bg: torch.Tensor  # ... and background (1) of the mask at the working size
     band_px: int  # band half-width at the working size
-    thin: torch.Tensor  # (N,) bool: some part of the mask or of the background is thinner than the band
+    thin: torch.Tensor  # (N,) share of a side's sure pixels that come from parts thinner than the band
     slopes: torch.Tensor  # (N, 3, h, w) guided-filter slopes d alpha / d colour, for the detail transfer
 
 

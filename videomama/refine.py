@@ -58,6 +58,7 @@ DEFAULT_BAND = 0.0125  # half-width of the uncertain band as a fraction of the l
 MIN_BAND_PX = 8  # a mask made at 1/8 of the resolution is wrong by up to 8 px
 DEFAULT_WORK_SIZE = 768
 DETAIL_RADIUS = 2  # px at the working size: guided-filter window of detail_refine
+THIN_WARN_SHARE = 0.05  # warn when more of the sure pixels than this come from thin-part centre lines
 TEMPORAL_CONTEXT = 3  # previous frames the temporal average may use (finite support)
 TEMPORAL_FLAT = True  # every previous frame weighs ``strength`` (True) or strength**j (False)
 TEMPORAL_PREBLUR = 1  # px: images are 3x3-averaged before differencing (sensor noise / 9)
@@ -254,12 +255,13 @@ def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, tempor
         img = f.to(dev).permute(2, 0, 1)[None].float().clamp(0, 1)
         mk = (_fit_mask(m.to(dev).float(), h, w)[None, None] >= threshold).float()
         work = frame_stage.solve_working(img, mk, band_px, work_size)
-        if bool(work.thin[0]) and not warned and i >= start:
+        if float(work.thin[0]) > THIN_WARN_SHARE and not warned and i >= start:
             warned = True
             log.warning(
-                "frame %d: parts of the mask (or gaps in it) are thinner than the uncertain band (%d px at the "
-                "working size, %d px in the frame); they are solved from their centre lines. If thin parts come "
-                "out wrong, lower band or raise work_size.", i, work.band_px, band_px,
+                "frame %d: much of the mask (or of the gaps in it) is thinner than the uncertain band (%d px at "
+                "the working size, %d px in the frame; %.0f%% of a side's sure pixels come from centre lines of thin "
+                "parts). If thin parts come out wrong, lower band or raise work_size.",
+                i, work.band_px, band_px, 100 * float(work.thin[0]),
             )
         alpha = window(work.image, work.alpha)
         # The current frame's sure regions stay exactly sure: nothing is kept where the mask says no.
