@@ -43,8 +43,8 @@ def moving_disc(frames: int = 8, height: int = 540, width: int = 960, radius: fl
     return torch.stack(out_f), torch.stack(out_a)
 
 
-def pole(height: int = 1080, width: int = 1920, width_px: int = 10, mask_px: int = 16,
-         seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pole(height: int = 1080, width: int = 1920, width_px: int = 10,
+         mask_px: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(frame (H, W, 3), alpha (H, W), mask (H, W)): a dark pole on a bright smooth gradient."""
     y = torch.linspace(0, 1, height)[:, None, None]
     x = torch.linspace(0, 1, width)[None, :, None]
@@ -57,7 +57,6 @@ def pole(height: int = 1080, width: int = 1920, width_px: int = 10, mask_px: int
     mask[:, c - mask_px // 2: c - mask_px // 2 + mask_px] = 1.0
     colour = torch.tensor([0.15, 0.12, 0.1])
     frame = alpha[..., None] * colour + (1 - alpha[..., None]) * bg
-    del seed
     return frame, alpha, mask
 
 

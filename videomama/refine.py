@@ -7,17 +7,18 @@ time (memory does not grow with the clip; progress and cancellation per frame);
 
 1. **Uncertain band.** At a working size (long side ``work_size``, default 768) pixels farther
    than the band half-width inside the mask are sure foreground, farther outside sure
-   background. The half-width is ``band`` x the long side (at least 4 px): make it about as
+   background. The half-width is ``band`` x the long side (at least 8 px): make it about as
    large as the mask's edge error (a mask made at 1/8 of the resolution is wrong by up to 8
    px). Parts of the mask (or of the background between parts) thinner than the band keep
    their centre line as sure, so poles, strands and holes are not averaged with their
    surroundings; a warning says when that happens.
 2. **Colour estimate.** For every band pixel the best pair of local means of sure-foreground
    and sure-background colour at four scales gives alpha = (I - B).(F - B) / |F - B|^2 and a
-   confidence (low where F and B look alike).
-3. **Closed-form matting in the band.** alpha minimises the matting Laplacian energy of Levin
-   et al. plus the estimate as a soft data term, with the sure regions fixed
-   (:mod:`videomama._matting_solver`: matrix-free, conjugate gradients, torch on any device).
+   confidence, low where F and B look alike or do not explain the pixel's colour; where it is
+   low the mask itself is kept (on real photographs a hard guess errs less than a blur).
+3. **Smoothing.** A guided filter makes the estimate locally linear in the colour. (A
+   closed-form matting solve in the band, :mod:`videomama._matting_solver`, is available but
+   off by default; BENCHMARKS.md has the measurements.)
 4. **Time.** Each frame's alpha is averaged with the alphas of at most
    :data:`TEMPORAL_CONTEXT` previous frames where the (lightly blurred) image did not change;
    the weight falls with the local squared colour change, so a textured background that a
@@ -113,7 +114,7 @@ def _auto_chunk(h: int, w: int) -> int:
 
 
 def band_pixels(height: int, width: int, band: float = DEFAULT_BAND) -> int:
-    """Half-width in px of the uncertain band for a frame size: ``band`` * long side, at least 4 px."""
+    """Half-width in px of the uncertain band for a frame size: ``band`` * long side, at least MIN_BAND_PX."""
     if not 0.0 < band < 0.5:
         raise InputError(f"band={band} must be a fraction of the long side between 0 and 0.5 (e.g. {DEFAULT_BAND}).")
     return max(MIN_BAND_PX, round(band * max(height, width)))
