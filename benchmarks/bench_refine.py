@@ -2,6 +2,11 @@
 
     python benchmarks/bench_refine.py                  # 1920x1080, 8 frames, CPU
     python benchmarks/bench_refine.py --size 3840x2160 --frames 4 --device cuda
+    python benchmarks/bench_refine.py --base-rev 8ebb5ec --repeats 3   # + the old refiner, same frames
+
+With ``--base-rev`` the refiner of that git revision is timed on the same frames, alternating
+with the current one ``--repeats`` times (so load changes on a shared machine hit both), and
+the ratio of the best times is printed: on a loaded machine that ratio is the figure to trust.
 
 Frames come from the synthetic scene (rendered before timing starts); the coarse mask is
 the measurement mask (true alpha thresholded, shrunk 8x, grown back). Prints frames/s of each
@@ -55,6 +60,8 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=8, help="timed frames (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--base-rev", default=None, help="also time the refiner of this git revision")
+    p.add_argument("--repeats", type=int, default=1, help="alternating timed runs per refiner (best is kept)")
     args = p.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     device = torch.device(args.device)
@@ -74,8 +81,25 @@ def main() -> int:
     print(f"rendered {n} frames {w}x{h} in {time.perf_counter() - t0:.1f} s (not timed below)")
 
     refine_clip(frames[:1], masks[:1], device=device)  # warm-up
-    refined, wall, cpu = _timed(lambda: refine_clip(frames[1:], masks[1:], device=device), device)
-    _report("refine_clip", args.frames, wall, cpu)
+    old = None
+    if args.base_rev:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _baseline import load_refine
+
+        old = load_refine(args.base_rev)
+        old.refine_clip(frames[:1], masks[:1], device=device)
+    best, best_old = None, None
+    for _ in range(max(1, args.repeats)):
+        refined, wall, cpu = _timed(lambda: refine_clip(frames[1:], masks[1:], device=device), device)
+        best = (wall, cpu) if best is None or wall < best[0] else best
+        if old is not None:
+            _, wall_o, cpu_o = _timed(lambda: old.refine_clip(frames[1:], masks[1:], device=device), device)
+            best_old = (wall_o, cpu_o) if best_old is None or wall_o < best_old[0] else best_old
+    _report("refine_clip", args.frames, *best)
+    if old is not None:
+        _report(f"refine_clip@{args.base_rev}", args.frames, *best_old)
+        print(f"speed ratio new/old (best wall times): {best_old[0] / best[0]:.2f}x "
+              f"(CPU time: {best_old[1] / best[1]:.2f}x)")
 
     estimate_foreground(frames[:1], refined[:1], device=device)
     _, wall, cpu = _timed(lambda: estimate_foreground(frames[1:], refined, device=device), device)

@@ -132,22 +132,16 @@ def matte_shot(frames_path: str | os.PathLike[str], masks_path: str | os.PathLik
 
 def _refine_without_weights(frames: Any, masks: Any, options: MatteOptions,
                             progress: ProgressFn | None) -> Iterator[tuple[int, torch.Tensor]]:
-    """The weight-free path: edge-aware refinement of the coarse masks from the image."""
-    from .imaging.refine import refine_clip
-    from .inputs import check_finite, frame_at, frame_count
-    from .pipeline.masks import MaskSequence, check_sizes, resize_mask
+    """The weight-free path, streamed: each frame is read, refined and handed out in turn
+    (memory flat in the clip's length; the refiner looks back a few frames at most)."""
+    from .imaging.refine import iter_refine
+    from .inputs import frame_at, frame_count
+    from .pipeline.masks import MaskSequence, check_sizes
 
     count = frame_count(frames, "--frames")
     mask_seq = MaskSequence(masks, count, options.mask_threshold, "--masks")
-    clip = torch.stack([frame_at(frames, i, "--frames") for i in range(count)])
-    check_finite(clip, list(range(count)), "--frames")
-    clip = clip.clamp_(0.0, 1.0)
-    size = tuple(clip.shape[1:3])
-    check_sizes(size, tuple(mask_seq[0].shape), "--masks")
-    mask_clip = torch.stack([resize_mask(mask_seq[i], size) for i in range(count)])
-    alpha = refine_clip(clip, mask_clip, progress=progress)
-    for i in range(count):
-        yield i, alpha[i]
+    check_sizes(tuple(frame_at(frames, 0, "--frames").shape[:2]), tuple(mask_seq[0].shape), "--masks")
+    return iter_refine(frames, mask_seq, threshold=options.mask_threshold, progress=progress)
 
 
 def _with_detail(frames: Any, alphas: Iterator[tuple[int, torch.Tensor]],

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["box_sum", "box_blur", "box_count", "erode", "dilate", "guided_coefficients", "guided_apply", "resize"]
+from .resize import resize_area
+
+__all__ = ["box_sum", "box_blur", "box_count", "erode", "dilate", "guided_coefficients", "guided_apply"]
 
 
 def _box_sum_1d(y: torch.Tensor, r: int, dim: int) -> torch.Tensor:
@@ -120,16 +122,6 @@ def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, radius: int, eps
 def guided_apply(guide: torch.Tensor, mean_a: torch.Tensor, mean_b: torch.Tensor) -> torch.Tensor:
     """Output of the guided filter, (N, 1, H, W); coefficients are resized to the guide if needed."""
     if mean_a.shape[-2:] != guide.shape[-2:]:
-        mean_a = resize(mean_a, guide.shape[-2:])
-        mean_b = resize(mean_b, guide.shape[-2:])
+        mean_a = resize_area(mean_a, guide.shape[-2:])
+        mean_b = resize_area(mean_b, guide.shape[-2:])
     return (mean_a * guide).sum(1, keepdim=True) + mean_b
-
-
-def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize of (N, C, H, W) (area-averaging when shrinking)."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(x.shape[-2:]) == size:
-        return x
-    if size[0] <= x.shape[-2] and size[1] <= x.shape[-1]:
-        return F.interpolate(x, size=size, mode="area")
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)

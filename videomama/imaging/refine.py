@@ -1,64 +1,70 @@
 """Weight-free, edge-aware matte refinement (no model, no download).
 
-:func:`refine_clip` turns a coarse binary mask and the frames into a soft matte:
+:func:`iter_refine` turns coarse binary masks and the frames into soft mattes, one frame at a
+time (memory does not grow with the clip; progress and cancellation per frame);
+:func:`refine_clip` collects its frames into one tensor. Per frame (see
+:mod:`videomama.imaging.refine_frame` for the details):
 
-1. **Uncertain band.** Pixels farther than ``w`` px inside the mask are foreground, farther
-   than ``w`` px outside it are background; the band between them is solved from the image.
-   ``w`` is a fraction of the long side (``band``), at least 4 px.
-2. **Colour samples.** For every band pixel, candidate foreground colours are local means of
-   the sure-foreground pixels at four scales (w/2, w, 2w, 4w), and likewise for the
-   background. Each (F, B) pair gives alpha = (I - B).(F - B) / |F - B|^2 (clamped), and the
-   pair whose line F-B passes closest to the pixel colour wins (the sampling idea of
-   Bayesian/robust matting, with box-filter means instead of sparse samples). Where F and B
-   are nearly the same colour alpha is uninformative and the blurred mask is used instead.
-3. **Guided filter.** The per-pixel estimate is smoothed with a colour guided filter
-   (He, Sun and Tang), which makes alpha locally a linear function of the colour: edges
-   follow the image, noise averages out, thin strands keep their shape.
-4. **Temporal steadiness.** Each frame's alpha is blended with the previous output where the
-   image did not change (a per-pixel weight from the blurred frame difference), so static
-   regions do not flicker while moving edges follow the motion.
-5. **Resolution.** Steps 1-3 run at a working size (long side ``work_size``, default 768);
-   the alpha is scaled up to the frame and the colour detail the working size lost is turned
-   into alpha detail with the guided filter's local slopes d alpha / d colour (see
-   :func:`_upsample_with_detail`), which puts full-resolution edges and strands into the matte.
-   Step 4 then runs at full size.
+1. **Uncertain band.** At a working size (long side ``work_size``, default 768) pixels farther
+   than the band half-width inside the mask are sure foreground, farther outside sure
+   background. The half-width is ``band`` x the long side (at least 8 px): make it about as
+   large as the mask's edge error (a mask made at 1/8 of the resolution is wrong by up to 8
+   px). Parts of the mask (or of the background between parts) thinner than the band keep
+   their centre line as sure, so poles, strands and holes are not averaged with their
+   surroundings; a warning says when that happens.
+2. **Colour estimate.** For every band pixel the best pair of local means of sure-foreground
+   and sure-background colour at four scales gives alpha = (I - B).(F - B) / |F - B|^2 and a
+   confidence, low where F and B look alike or do not explain the pixel's colour; where it is
+   low the mask itself is kept (on real photographs a hard guess errs less than a blur).
+3. **Smoothing.** A guided filter makes the estimate locally linear in the colour. (A
+   closed-form matting solve in the band, :mod:`videomama.imaging.matting_solver`, is available but
+   off by default; BENCHMARKS.md has the measurements.)
+4. **Time.** Each frame's alpha is averaged with the alphas of at most
+   :data:`TEMPORAL_CONTEXT` previous frames where the (lightly blurred) image did not change;
+   the weight falls with the local squared colour change, so a textured background that a
+   subject uncovers counts as changed and no alpha stays behind. The support is finite: the
+   output of frame t depends on frames t - TEMPORAL_CONTEXT .. t only, so a shot split into
+   segments (``start``/``stop``) gives exactly the frames of one pass.
+5. **Resolution.** The working-size alpha is scaled to the frame and the colour detail the
+   working size lost is turned into alpha detail with the local slopes d alpha / d colour;
+   the sure regions are then exactly 1 and 0.
 
-:func:`detail_refine` is step 5 on its own, for an alpha that was made at a lower resolution and
-scaled up (e.g. VideoMaMa's output at its processing size).
-
-Everything is torch, batched over frames, on any device; clips are processed in chunks of
-frames so memory does not grow with the clip length. Output alpha is float32 on the CPU.
+:func:`detail_refine` is step 5 on its own, for an alpha made at a lower resolution and
+scaled up (e.g. VideoMaMa's output at its processing size). Output alpha is float32 on the CPU.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import Cancelled, InputError
-from ..inputs import as_tensor
-from .filters import box_blur, box_sum, dilate, guided_apply, guided_coefficients, resize
+from ..inputs import as_tensor, frame_at, frame_count
+from . import refine_frame as frame_stage
+from .filters import box_blur, dilate, guided_coefficients
+from .resize import resize_area
 
 log = logging.getLogger(__name__)
 
-# Integer dtypes holding 16-bit image values (torch.uint16 only exists in torch >= 2.3).
-
-__all__ = ["refine_clip", "detail_refine", "band_pixels", "DEFAULT_BAND", "MIN_BAND_PX"]
+__all__ = [
+    "iter_refine", "refine_clip", "detail_refine", "band_pixels", "TemporalWindow",
+    "DEFAULT_BAND", "MIN_BAND_PX", "TEMPORAL_CONTEXT",
+]
 
 DEFAULT_BAND = 0.0125  # half-width of the uncertain band as a fraction of the long side
-MIN_BAND_PX = 4
+MIN_BAND_PX = 8  # a mask made at 1/8 of the resolution is wrong by up to 8 px
 DEFAULT_WORK_SIZE = 768
-SCALES = (0.5, 1.0, 2.0, 4.0)  # candidate colour windows, in band widths
-GUIDED_RADIUS = 2  # px at the working size
-GUIDED_EPS = 1e-3
-CONTRAST_TAU = 0.01  # |F - B|^2 at which the colour estimate and the mask get equal weight
-TEMPORAL_RADIUS = 3  # px (working size) over which the frame difference is averaged
-TEMPORAL_SIGMA2 = 5e-4  # squared (blurred) frame difference at which smoothing falls to 1/e
+DETAIL_RADIUS = 2  # px at the working size: guided-filter window of detail_refine
+THIN_WARN_SHARE = 0.05  # warn when more of the sure pixels than this come from thin-part centre lines
+TEMPORAL_CONTEXT = 3  # previous frames the temporal average may use (finite support)
+TEMPORAL_FLAT = True  # every previous frame weighs ``strength`` (True) or strength**j (False)
+TEMPORAL_PREBLUR = 1  # px: images are 3x3-averaged before differencing (sensor noise / 9)
+TEMPORAL_RADIUS = 2  # px (working size) over which the squared colour change is averaged
+TEMPORAL_SIGMA2 = 3e-3  # squared colour change (summed over RGB) at which a frame's weight falls to 1/e
 
 Progress = Callable[[int, int], None]
 ShouldCancel = Callable[[], bool]
@@ -67,27 +73,6 @@ ShouldCancel = Callable[[], bool]
 # ----------------------------------------------------------------------------------------------
 # input handling
 # ----------------------------------------------------------------------------------------------
-
-
-def _length(x: Any, name: str) -> int:
-    if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim < 3:
-        raise InputError(f"{name} has shape {tuple(x.shape)}; give a clip with a leading frame axis.")
-    try:
-        n = len(x)
-    except TypeError as exc:
-        raise InputError(f"{name} is a {type(x).__name__}; give a (T, ...) tensor/array or a sequence of frames.") from exc
-    if n == 0:
-        raise InputError(f"{name} is empty: the clip has no frames.")
-    return n
-
-
-def _frame(frames: Any, i: int, name: str = "frames") -> torch.Tensor:
-    f = as_tensor(frames[i], f"{name}[{i}]")
-    if f.ndim != 3 or f.shape[-1] != 3:
-        raise InputError(f"{name}[{i}] has shape {tuple(f.shape)}; expected (height, width, 3) RGB in [0, 1].")
-    return f
-
-
 def _matte(masks: Any, i: int, name: str) -> torch.Tensor:
     m = as_tensor(masks[i], f"{name}[{i}]")
     if m.ndim == 3 and m.shape[-1] == 1:
@@ -105,195 +90,170 @@ def _device(device: torch.device | str | None, frames: Any) -> torch.device:
 
 
 def _auto_chunk(h: int, w: int) -> int:
-    """Frames per chunk: about 6 megapixels of frames at a time (1080p: 2 frames, 4K: 1)."""
+    """Frames per chunk of detail_refine: about 6 megapixels of frames at a time (1080p: 2, 4K: 1)."""
     return int(max(1, min(16, 6_000_000 // max(1, h * w))))
 
 
 def band_pixels(height: int, width: int, band: float = DEFAULT_BAND) -> int:
-    """Half-width in px of the uncertain band for a frame size: ``band`` * long side, at least 4 px."""
+    """Half-width in px of the uncertain band for a frame size: ``band`` * long side, at least MIN_BAND_PX."""
     if not 0.0 < band < 0.5:
         raise InputError(f"band={band} must be a fraction of the long side between 0 and 0.5 (e.g. {DEFAULT_BAND}).")
     return max(MIN_BAND_PX, round(band * max(height, width)))
 
 
-def _work_hw(h: int, w: int, work_size: int) -> tuple[int, int]:
+def _checked_work_hw(h: int, w: int, work_size: int) -> tuple[int, int]:
     if work_size < 64:
         raise InputError(f"work_size={work_size} must be at least 64 px.")
-    scale = max(h, w) / work_size
-    if scale <= 1.0:
-        return h, w
-    return max(1, round(h / scale)), max(1, round(w / scale))
+    return frame_stage.work_hw(h, w, work_size)
+
+
+def _fit_mask(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    if tuple(m.shape) == (h, w):
+        return m
+    return resize_area(m[None, None].float(), (h, w))[0, 0]
 
 
 # ----------------------------------------------------------------------------------------------
-# temporal smoothing
+# time
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class _TemporalState:
-    """Previous frame's working-size image and its (smoothed) output alpha, carried across chunks."""
+class TemporalWindow:
+    """Averages each frame's alpha with those of at most ``context`` previous frames where the image is unchanged.
 
-    image: torch.Tensor | None = None  # (1, 3, h, w) working size
-    alpha: torch.Tensor | None = None  # (1, 1, H, W) full size
-
-
-def _smooth_in_time(image: torch.Tensor, alpha: torch.Tensor, state: _TemporalState, strength: float) -> torch.Tensor:
-    """Blend each frame's alpha (N, 1, H, W) with the previous output where the image is unchanged.
-
-    image: (N, 3, h, w) at the working size. The weight is ``strength`` where the blurred
-    frame difference is zero and falls off as exp(-|blurred diff|^2 / sigma^2), so moving
-    edges follow the image while static regions (and sensor noise) do not flicker.
-    """
-    if strength <= 0.0:
-        return alpha
-    out = alpha.clone()
-    for i in range(image.shape[0]):
-        if state.image is not None and state.alpha is not None and state.image.shape == image[i : i + 1].shape:
-            # Blur the signed difference first: sensor noise averages out, real changes stay.
-            diff = (box_blur(image[i : i + 1] - state.image, TEMPORAL_RADIUS) ** 2).sum(1, keepdim=True)
-            k = resize(strength * torch.exp(-diff / TEMPORAL_SIGMA2), alpha.shape[-2:])
-            out[i : i + 1] = (1 - k) * alpha[i : i + 1] + k * state.alpha
-        state.image, state.alpha = image[i : i + 1], out[i : i + 1]
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# the band solve
-# ----------------------------------------------------------------------------------------------
-def _split_mask(mask: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sure foreground, sure background) of a {0, 1} mask (N, 1, h, w): pixels whose whole
-    (2r+1)^2 window is inside / outside the mask (one box sum for both)."""
-    count = box_sum(mask, radius)
-    full = box_sum(torch.ones_like(mask[:1]), radius)
-    return (count > full - 0.5).float(), (count < 0.5).float()
-
-
-class _CoarseMeans:
-    """Window means of some channels over a weight map, on a grid ``step`` times coarser.
-
-    Pixels are grouped into step x step cells (zero-padded at the right/bottom, which adds
-    no weight); box sums over the cells give, for each radius, the weighted mean of the
-    channels around each cell. :meth:`sample` interpolates them bilinearly at given pixels.
+    Call it frame by frame with the working-size image (1, 3, h, w) and that frame's own
+    (unsmoothed) alpha (1, 1, H, W); it returns the smoothed alpha. A previous frame t - j
+    gets the weight ``strength * exp(-d / TEMPORAL_SIGMA2)`` (``strength**j`` if not
+    TEMPORAL_FLAT), d being the local mean of the
+    squared colour change between the two (3x3-averaged) images; the current frame weighs 1.
+    Only unsmoothed alphas are kept, so the result at frame t is a function of frames
+    t - context .. t: no recursion, no trail longer than ``context`` frames.
     """
 
-    def __init__(self, values: torch.Tensor, weight: torch.Tensor, step: int) -> None:
-        self.step = step
-        h, w = values.shape[-2:]
-        ph, pw = (-h) % step, (-w) % step
-        stacked = torch.cat([values * weight, weight], 1)
-        if ph or pw:
-            stacked = torch.nn.functional.pad(stacked, (0, pw, 0, ph))
-        self.cells = torch.nn.functional.avg_pool2d(stacked, step) if step > 1 else stacked
+    def __init__(self, strength: float, context: int | None = None) -> None:
+        self.strength = float(strength)
+        context = TEMPORAL_CONTEXT if context is None else context
+        self.past: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=max(0, int(context)))
 
-    def at_radius(self, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(means (N, C, ch, cw), defined (N, 1, ch, cw) bool) for a window radius in px."""
-        sums = box_sum(self.cells, max(1, round(radius / self.step)))
-        count = sums[:, -1:]
-        return sums[:, :-1] / count.clamp_min(1e-6), count > 1e-6
-
-    def sample(self, grid: torch.Tensor, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Bilinear samples (K, C) of a coarse map (N, C, ch, cw) at pixel centres (n, y, x)."""
-        ch, cw = grid.shape[-2:]
-        u = ((y.float() + 0.5) / self.step - 0.5).clamp(0, ch - 1)
-        v = ((x.float() + 0.5) / self.step - 0.5).clamp(0, cw - 1)
-        u0, v0 = u.floor().long(), v.floor().long()
-        u1, v1 = (u0 + 1).clamp(max=ch - 1), (v0 + 1).clamp(max=cw - 1)
-        fu, fv = (u - u0)[:, None], (v - v0)[:, None]
-        g = grid.permute(0, 2, 3, 1)  # (N, ch, cw, C) view
-        top = g[n, u0, v0].float() * (1 - fv) + g[n, u0, v1].float() * fv
-        bottom = g[n, u1, v0].float() * (1 - fv) + g[n, u1, v1].float() * fv
-        return top * (1 - fu) + bottom * fu
-
-    def sample_all(self, grid: torch.Tensor, n: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """True where all four cells around each pixel are true (grid bool (N, 1, ch, cw)) -> (K,)."""
-        return self.sample(grid.float(), n, y, x)[:, 0] > 0.999
+    def __call__(self, image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        if self.strength <= 0.0 or self.past.maxlen == 0:
+            return alpha
+        smooth = box_blur(image.float(), TEMPORAL_PREBLUR)
+        num, den = alpha.clone(), torch.ones_like(alpha)
+        for j, (prev_image, prev_alpha) in enumerate(reversed(self.past), start=1):
+            if prev_image.shape != smooth.shape or prev_alpha.shape != alpha.shape:
+                break
+            change = box_blur(((smooth - prev_image) ** 2).sum(1, keepdim=True), TEMPORAL_RADIUS)
+            prior = self.strength if TEMPORAL_FLAT else self.strength**j
+            weight = resize_area(prior * torch.exp(-change / TEMPORAL_SIGMA2), alpha.shape[-2:])
+            num += weight * prev_alpha
+            den += weight
+        self.past.append((smooth, alpha))
+        return num / den
 
 
-def _colour_alpha(
-    image: torch.Tensor, mask: torch.Tensor, fg_sure: torch.Tensor, bg_sure: torch.Tensor, band: torch.Tensor, w: int
-) -> torch.Tensor:
-    """Alpha estimate (N, 1, h, w) from the best (F, B) candidate pair in the band; the mask elsewhere."""
-    radii = sorted({max(1, round(s * w)) for s in SCALES})
-    step = max(1, radii[0] // 3)
-    alpha = mask.clone()
-    n_idx, _, y_idx, x_idx = band.nonzero(as_tuple=True)
-    if n_idx.numel() == 0:
-        return alpha
-    pix = image[n_idx, :, y_idx, x_idx]  # (K, 3)
-    fg_means = _CoarseMeans(image, fg_sure, step)
-    bg_means = _CoarseMeans(image, bg_sure, step)
-    candidates = []
-    for means in (fg_means, bg_means):
-        side = []
-        for r in radii:
-            mean, defined = means.at_radius(r)
-            side.append((means.sample(mean, n_idx, y_idx, x_idx), means.sample_all(defined, n_idx, y_idx, x_idx)))
-        candidates.append(side)
-    best_cost = torch.full((n_idx.numel(),), float("inf"), device=image.device)
-    best_alpha = torch.zeros_like(best_cost)
-    best_contrast = torch.zeros_like(best_cost)
-    for f, fv in candidates[0]:
-        for b, bv in candidates[1]:
-            d = f - b
-            n2 = (d * d).sum(1)
-            a = (((pix - b) * d).sum(1) / (n2 + 1e-6)).clamp(0.0, 1.0)
-            resid = pix - a[:, None] * f - (1 - a[:, None]) * b
-            cost = torch.where(fv & bv, (resid * resid).sum(1), torch.full_like(n2, float("inf")))
-            take = cost < best_cost
-            best_cost = torch.where(take, cost, best_cost)
-            best_alpha = torch.where(take, a, best_alpha)
-            best_contrast = torch.where(take, n2, best_contrast)
-    # Low contrast between F and B: trust the (blurred) mask more than the colour.
-    mask_means = _CoarseMeans(mask, torch.ones_like(mask), step)
-    soft = mask_means.sample(mask_means.at_radius(max(1, w // 2))[0], n_idx, y_idx, x_idx)[:, 0]
-    conf = best_contrast / (best_contrast + CONTRAST_TAU)
-    est = conf * best_alpha + (1 - conf) * soft
-    est = torch.where(torch.isfinite(best_cost), est, soft)  # no candidate pair defined: the mask's
-    alpha[n_idx, 0, y_idx, x_idx] = est
-    return alpha
+# ----------------------------------------------------------------------------------------------
+# the refiner
+# ----------------------------------------------------------------------------------------------
+def iter_refine(
+    frames: Any,
+    masks: Any,
+    *,
+    band: float = DEFAULT_BAND,
+    temporal: float = 0.5,
+    work_size: int = DEFAULT_WORK_SIZE,
+    threshold: float = 0.5,
+    device: torch.device | str | None = None,
+    progress: Progress | None = None,
+    should_cancel: ShouldCancel | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Soft mattes from coarse masks and the image, frame by frame, without any model weights.
 
+    frames: (T, H, W, 3) in [0, 1] (tensor, array or lazy sequence of (H, W, 3) frames; frame
+        i is read when frame i is refined, so a lazy reader keeps memory flat).
+    masks: (T, H, W) coarse masks (1 = subject), or a single mask for every frame;
+        binarised at ``threshold``; resized to the frames if their size differs.
+    band: half-width of the uncertain band around the mask edge, as a fraction of the long
+        side (0.0125: 24 px at 1920, 8 at 640; at least 8 px). Make it about as large as the
+        mask's edge error; strands farther out than the band are not recovered.
+    temporal: 0..1, how strongly the matte of static image regions is held steady over time
+        (0 = each frame on its own); uses at most TEMPORAL_CONTEXT previous frames.
+    work_size: long side at which the band is solved; the result is applied at full size.
+    device: where to compute (default: CPU, or the frames' device if they are a tensor).
+    progress(done, total) after each frame; should_cancel() before each frame (-> Cancelled).
+    start, stop: refine only frames start .. stop - 1 (default: all). The TEMPORAL_CONTEXT
+        frames before ``start`` are read and solved (not returned), so the frames equal those
+        of a pass over the whole clip: a long shot can be split across workers this way.
 
-def _upsample_with_detail(
-    frames: torch.Tensor, small: torch.Tensor, alpha_small: torch.Tensor, a: torch.Tensor
-) -> torch.Tensor:
-    """Scale a working-size alpha up to the frames and add the image detail lost at that size.
-
-    frames (N, 3, H, W); small: the frames at the working size (N, 3, h, w); alpha_small
-    (N, 1, h, w); a: guided-filter slopes d alpha / d colour at the working size (N, 3, h, w).
-    alpha = up(alpha_small) + up(a) . (frames - up(small)): where the subject's and the
-    background's colours are locally constant, frames - up(small) = (F - B)(alpha - up(alpha_small)),
-    so the slope 1/(F - B) turns the lost colour detail back into the lost alpha detail.
+    Inputs are checked when this is called; the frames are refined as the iterator is consumed.
+    Yields (frame index, alpha (H, W) float32 on the CPU, values in [0, 1]).
     """
-    size = frames.shape[-2:]
-    if tuple(alpha_small.shape[-2:]) == tuple(size):
-        return alpha_small
-    detail = (resize(a, size) * (frames - resize(small, size))).sum(1, keepdim=True)
-    return resize(alpha_small, size) + detail
+    total = frame_count(frames, "frames")
+    n_masks = frame_count(masks, "masks", item_ndim=2)
+    if n_masks not in (1, total):
+        raise InputError(
+            f"masks has {n_masks} masks for {total} frames; give one mask per frame or a single mask for every frame."
+        )
+    if not 0.0 <= temporal <= 1.0:
+        raise InputError(f"temporal={temporal} must lie between 0 (off) and 1.")
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"threshold={threshold} must lie strictly between 0 and 1 (0.5 is the default).")
+    stop = total if stop is None else int(stop)
+    if not 0 <= start < stop <= total:
+        raise InputError(f"start={start}, stop={stop} must satisfy 0 <= start < stop <= {total} (the frame count).")
+    first = frame_at(frames, 0)
+    h, w = first.shape[:2]
+    band_px = band_pixels(h, w, band)
+    _checked_work_hw(h, w, int(work_size))
+    if 4 * band_px > min(h, w):
+        log.warning(
+            "the uncertain band (%d px each side) is more than a quarter of the frame's short side (%d px): "
+            "thin parts are kept from their centre lines, but edges may be solved poorly; pass a smaller band.",
+            band_px, min(h, w),
+        )
+    dev = _device(device, frames)
+    log.debug("iter_refine: frames %d..%d of %d, %dx%d, band %d px, device %s", start, stop, total, w, h, band_px, dev)
+    return _refine_frames(frames, masks, n_masks, first, (h, w), band_px, int(work_size), temporal, threshold,
+                          dev, progress, should_cancel, start, stop)
 
 
-def _refine_chunk(
-    frames: torch.Tensor,
-    masks: torch.Tensor,
-    band_px: int,
-    work_size: int,
-    temporal: float,
-    state: _TemporalState,
-) -> torch.Tensor:
-    """frames (N, 3, H, W), masks (N, 1, H, W) binary -> alpha (N, 1, H, W)."""
-    h, w = frames.shape[-2:]
-    wh, ww = _work_hw(h, w, work_size)
-    scale = max(h, w) / max(wh, ww)
-    img_w = resize(frames, (wh, ww))
-    m_w = (resize(masks, (wh, ww)) >= 0.5).float()
-    bw = max(2, round(band_px / scale))
-    fg_sure, bg_sure = _split_mask(m_w, bw)
-    band_w = (1 - fg_sure) * (1 - bg_sure)
-    est = _colour_alpha(img_w, m_w, fg_sure, bg_sure, band_w, bw)
-    a, b = guided_coefficients(img_w, est, GUIDED_RADIUS, GUIDED_EPS)
-    q_w = guided_apply(img_w, a, b)
-    q = _upsample_with_detail(frames, img_w, q_w, a).clamp_(0.0, 1.0)
-    fg_full, bg_full = _split_mask(masks, band_px)
-    q = torch.where(fg_full > 0, torch.ones_like(q), torch.where(bg_full > 0, torch.zeros_like(q), q))
-    return _smooth_in_time(img_w, q, state, temporal)
+def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, temporal, threshold, dev,
+                   progress, should_cancel, start, stop) -> Iterator[tuple[int, torch.Tensor]]:
+    h, w = hw
+    window = TemporalWindow(temporal)
+    warned = False
+    warm = max(0, start - window.past.maxlen) if temporal > 0 else start
+    for i in range(warm, stop):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"refinement cancelled at frame {i} of {stop - start}.")
+        f = first if i == 0 else frame_at(frames, i)
+        if f.shape[:2] != (h, w):
+            raise InputError(
+                f"frames[{i}] is {f.shape[1]}x{f.shape[0]} but frames[0] is {w}x{h}; every frame must have the same size."
+            )
+        m = _matte(masks, 0 if n_masks == 1 else i, "masks")
+        if not torch.isfinite(m).all() or not torch.isfinite(f).all():
+            raise InputError(f"frame or mask {i} contains NaN/inf values; fix the node or file that produced it.")
+        img = f.to(dev).permute(2, 0, 1)[None].float().clamp(0, 1)
+        mk = (_fit_mask(m.to(dev).float(), h, w)[None, None] >= threshold).float()
+        work = frame_stage.solve_working(img, mk, band_px, work_size)
+        if float(work.thin[0]) > THIN_WARN_SHARE and not warned and i >= start:
+            warned = True
+            log.warning(
+                "frame %d: much of the mask (or of the gaps in it) is thinner than the uncertain band (%d px at "
+                "the working size, %d px in the frame; %.0f%% of a side's sure pixels come from centre lines of thin "
+                "parts). If thin parts come out wrong, lower band or raise work_size.",
+                i, work.band_px, band_px, 100 * float(work.thin[0]),
+            )
+        alpha = window(work.image, work.alpha)
+        # The current frame's sure regions stay exactly sure: nothing is kept where the mask says no.
+        alpha = torch.where(work.fg > 0, torch.ones_like(alpha), torch.where(work.bg > 0, torch.zeros_like(alpha), alpha))
+        if i < start:
+            continue
+        out = frame_stage.to_full_size(img, work, alpha)
+        yield i, out[0, 0].float().cpu()
+        if progress is not None:
+            progress(i + 1 - start, stop - start)
 
 
 def refine_clip(
@@ -304,81 +264,24 @@ def refine_clip(
     temporal: float = 0.5,
     work_size: int = DEFAULT_WORK_SIZE,
     threshold: float = 0.5,
-    chunk: int | None = None,
     device: torch.device | str | None = None,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    start: int = 0,
+    stop: int | None = None,
 ) -> torch.Tensor:
-    """Soft matte from a coarse mask and the image, without any model weights.
+    """:func:`iter_refine` collected into one tensor: (stop - start, H, W) float32 on the CPU.
 
-    frames: (T, H, W, 3) in [0, 1] (tensor, array or lazy sequence of (H, W, 3) frames).
-    masks: (T, H, W) coarse masks (1 = subject), or a single mask for every frame;
-        binarised at ``threshold``; resized to the frames if their size differs.
-    band: half-width of the uncertain band around the mask edge, as a fraction of the long
-        side (0.0125: 24 px at 1920, 8 at 640; at least 4 px). Make it about as large as
-        the mask's edge error; strands farther out than the band are not recovered.
-    temporal: 0..1, how strongly the matte of static image regions is held steady over
-        time (0 = each frame on its own).
-    work_size: long side at which the band is solved; the result is applied at full size.
-    chunk: frames per step (memory bound; default about 6 megapixels of frames).
-    device: where to compute (default: CPU, or the frames' device if they are a tensor).
-    progress(done, total) after each chunk; should_cancel() before each chunk (-> Cancelled).
-
-    Returns (T, H, W) float32 on the CPU, values in [0, 1].
+    Same arguments as :func:`iter_refine`. Memory: the output plus one frame's working set.
     """
-    total = _length(frames, "frames")
-    n_masks = _length(masks, "masks")
-    if n_masks not in (1, total):
-        raise InputError(
-            f"masks has {n_masks} masks for {total} frames; give one mask per frame or a single mask for every frame."
-        )
-    if not 0.0 <= temporal <= 1.0:
-        raise InputError(f"temporal={temporal} must lie between 0 (off) and 1.")
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold={threshold} must lie strictly between 0 and 1 (0.5 is the default).")
-    first = _frame(frames, 0)
-    h, w = first.shape[:2]
-    band_px = band_pixels(h, w, band)
-    work_size = int(work_size)
-    _work_hw(h, w, work_size)  # validates work_size
-    if chunk is None:
-        chunk = _auto_chunk(h, w)
-    if chunk < 1:
-        raise InputError(f"chunk={chunk} must be at least 1 frame.")
-    dev = _device(device, frames)
-    out = torch.empty(total, h, w, dtype=torch.float32)
-    state = _TemporalState()
-    log.debug("refine_clip: %d frames %dx%d, band %d px, chunk %d, device %s", total, w, h, band_px, chunk, dev)
-    for start in range(0, total, chunk):
-        if should_cancel is not None and should_cancel():
-            raise Cancelled(f"refinement cancelled at frame {start} of {total}.")
-        stop = min(total, start + chunk)
-        imgs, ms = [], []
-        for i in range(start, stop):
-            f = first if i == 0 else _frame(frames, i)
-            if f.shape[:2] != (h, w):
-                raise InputError(
-                    f"frames[{i}] is {f.shape[1]}x{f.shape[0]} but frames[0] is {w}x{h}; every frame must have the same size."
-                )
-            m = _matte(masks, 0 if n_masks == 1 else i, "masks")
-            if not torch.isfinite(m).all() or not torch.isfinite(f).all():
-                raise InputError(f"frame or mask {i} contains NaN/inf values; fix the node or file that produced it.")
-            imgs.append(f)
-            ms.append(m)
-        img = torch.stack(imgs).to(dev).permute(0, 3, 1, 2).clamp(0, 1)
-        mk = torch.stack([_fit_mask(m, h, w) for m in ms]).to(dev)[:, None]
-        mk = (mk >= threshold).float()
-        alpha = _refine_chunk(img, mk, band_px, work_size, temporal, state)
-        out[start:stop] = alpha[:, 0].float().cpu()
-        if progress is not None:
-            progress(stop, total)
+    it = iter_refine(frames, masks, band=band, temporal=temporal, work_size=work_size, threshold=threshold,
+                     device=device, progress=progress, should_cancel=should_cancel, start=start, stop=stop)
+    stop = frame_count(frames, "frames") if stop is None else stop
+    h, w = frame_at(frames, 0).shape[:2]
+    out = torch.empty(stop - start, h, w, dtype=torch.float32)
+    for i, alpha in it:
+        out[i - start] = alpha
     return out
-
-
-def _fit_mask(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    if tuple(m.shape) == (h, w):
-        return m
-    return resize(m[None, None].float(), (h, w))[0, 0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,7 +292,7 @@ def detail_refine(
     alpha: Any,
     *,
     resolution: int = DEFAULT_WORK_SIZE,
-    radius: int = GUIDED_RADIUS,
+    radius: int = DETAIL_RADIUS,
     eps: float = 1e-5,
     temporal: float = 0.0,
     chunk: int | None = None,
@@ -416,28 +319,28 @@ def detail_refine(
 
     Returns (T, H, W) float32 on the CPU.
     """
-    total = _length(frames, "frames")
-    n_alpha = _length(alpha, "alpha")
+    total = frame_count(frames, "frames")
+    n_alpha = frame_count(alpha, "alpha", item_ndim=2)
     if n_alpha != total:
         raise InputError(f"alpha has {n_alpha} frames but frames has {total}; give one matte per frame.")
     if radius < 1 or eps <= 0:
         raise InputError(f"radius={radius} must be >= 1 and eps={eps} > 0.")
     if not 0.0 <= temporal <= 1.0:
         raise InputError(f"temporal={temporal} must lie between 0 (off) and 1.")
-    first = _frame(frames, 0)
+    first = frame_at(frames, 0)
     h, w = first.shape[:2]
     if chunk is None:
         chunk = _auto_chunk(h, w)
     dev = _device(device, frames)
-    wh, ww = _work_hw(h, w, int(resolution))
+    wh, ww = _checked_work_hw(h, w, int(resolution))
     scale = max(h, w) / max(wh, ww)
     out = torch.empty(total, h, w, dtype=torch.float32)
-    state = _TemporalState()
+    window = TemporalWindow(temporal)
     for start in range(0, total, chunk):
         if should_cancel is not None and should_cancel():
             raise Cancelled(f"detail refinement cancelled at frame {start} of {total}.")
         stop = min(total, start + chunk)
-        img = torch.stack([_frame(frames, i) for i in range(start, stop)]).to(dev).permute(0, 3, 1, 2).clamp(0, 1)
+        img = torch.stack([frame_at(frames, i) for i in range(start, stop)]).to(dev).permute(0, 3, 1, 2).clamp(0, 1)
         al = torch.stack([_matte(alpha, i, "alpha") for i in range(start, stop)]).to(dev)[:, None].clamp(0, 1)
         if tuple(al.shape[-2:]) != (h, w):
             raise InputError(
@@ -446,15 +349,16 @@ def detail_refine(
         if scale <= 1.0:
             out[start:stop] = al[:, 0].float().cpu()
         else:
-            img_w = resize(img, (wh, ww))
-            al_w = resize(al, (wh, ww))
+            img_w = resize_area(img, (wh, ww))
+            al_w = resize_area(al, (wh, ww))
             a, _ = guided_coefficients(img_w, al_w, radius, eps)
             # The given full-size alpha stands for up(alpha_small) (see _upsample_with_detail).
-            q = (al + (resize(a, (h, w)) * (img - resize(img_w, (h, w)))).sum(1, keepdim=True)).clamp_(0.0, 1.0)
+            q = (al + (resize_area(a, (h, w)) * (img - resize_area(img_w, (h, w)))).sum(1, keepdim=True)).clamp_(0.0, 1.0)
             soft = ((al_w > 0.01) & (al_w < 0.99)).float()
-            region = resize(dilate(soft, radius + 1), (h, w)) > 0.0
-            q = _smooth_in_time(img_w, torch.where(region, q, al), state, temporal)
-            out[start:stop] = q[:, 0].float().cpu()
+            region = resize_area(dilate(soft, radius + 1), (h, w)) > 0.0
+            q = torch.where(region, q, al)
+            for j in range(q.shape[0]):
+                out[start + j] = window(img_w[j : j + 1], q[j : j + 1])[0, 0].float().cpu()
         if progress is not None:
             progress(stop, total)
     return out

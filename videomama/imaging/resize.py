@@ -1,10 +1,16 @@
-"""The one image resize of the library: bilinear, antialiased when shrinking.
+"""The image resizes of the library, in one place: bilinear up, filtered down.
 
-Every resize of frames, masks, alphas and backgrounds goes through :func:`resize`, so the
-whole pack has one filtering policy: enlarging is plain bilinear interpolation; shrinking
-filters first (bilinear with ``antialias=True``, a triangle filter as wide as the scale),
-so fine detail such as hair does not alias. Very large shrink factors run in steps because
-the GPU kernel of antialiased interpolation fails beyond a support of roughly 94x.
+Every resize of frames, masks, alphas and backgrounds goes through this module. Enlarging is
+plain bilinear interpolation. Shrinking filters first, so fine detail such as hair does not
+alias, with one of two named filters:
+
+- :func:`resize` (frames, masks and alphas of the model path, backgrounds): bilinear with
+  ``antialias=True``, a triangle filter as wide as the scale. Very large shrink factors run
+  in steps because the GPU kernel of antialiased interpolation fails beyond a support of
+  roughly 94x.
+- :func:`resize_area` (the weight-free refiner's working images and statistics): the mean of
+  each target pixel's footprint (box filter), which keeps local colour means exact, what the
+  refiner's colour model is built on and was tuned with.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MAX_SHRINK_STEP", "resize", "resize_binary"]
+__all__ = ["MAX_SHRINK_STEP", "resize", "resize_area", "resize_binary"]
 
 MAX_SHRINK_STEP = 32  # largest shrink factor done in one antialiased call
 
@@ -34,6 +40,16 @@ def resize(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     shrinking = target[0] < h or target[1] < w
     return F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def resize_area(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Resize ``(N, C, H, W)``: box-filtered (area mean) when shrinking both sides, else bilinear."""
+    target = _size(size)
+    if tuple(x.shape[-2:]) == target:
+        return x
+    if target[0] <= x.shape[-2] and target[1] <= x.shape[-1]:
+        return F.interpolate(x, size=target, mode="area")
+    return F.interpolate(x, size=target, mode="bilinear", align_corners=False)
 
 
 def resize_binary(mask: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
