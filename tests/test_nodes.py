@@ -245,7 +245,7 @@ def test_listing_identifies_each_file_once(pack, host, layouts, monkeypatch):
     calls = []
     real = checkpoints.identify
     monkeypatch.setattr(checkpoints, "identify", lambda path: calls.append(path) or real(path))
-    pack.nodes.host._identified.cache_clear()
+    pack.nodes.host.files._identified.cache_clear()
     for _ in range(3):
         assert pack.nodes.host.unet_choices() == ["diffusion_models/vmm.safetensors"]
     assert len(calls) == 1

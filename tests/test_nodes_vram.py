@@ -140,7 +140,7 @@ def test_out_of_memory_retries_once_with_smaller_encoder_batches(pack, host, mod
     hosted = load(pack)
     frames, masks = clip(t=4)
     ref = run_matte(pack, frames, masks, hosted)[0]
-    h = pack.nodes.host
+    h = pack.nodes.host.models  # ComfyHost calls its own module's load_for_inference
     real = h.load_for_inference
     calls = []
 
