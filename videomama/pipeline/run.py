@@ -45,11 +45,11 @@ from ..memory.streaming import (
 )
 from ..options import CancelFn, MatteOptions, ProgressFn
 from .geometry import fit_geometry
-from .matte import WindowSpec, iter_matte
+from .matte import FrameResult, WindowSpec, iter_window_results
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalHost", "WeightHost", "resolve_plan", "run_matte"]
+__all__ = ["LocalHost", "WeightHost", "resolve_plan", "run_matte", "run_window_results"]
 
 
 class WeightHost(Protocol):
@@ -176,6 +176,30 @@ def run_matte(
         alpha (smaller decoder chunks, tiles); off by default, and a WARNING when used.
     windows: the window layout (e.g. with a subject region per window); default whole frames.
     """
+    for result in run_window_results(model, frames, masks, options, memory=memory, host=host,
+                                     allow_result_changes=allow_result_changes, windows=windows, progress=progress,
+                                     should_cancel=should_cancel):
+        yield result.index, result.alpha.clamp_(0.0, 1.0)
+
+
+def run_window_results(
+    model: Any,
+    frames: Any,
+    masks: Any,
+    options: MatteOptions = MatteOptions(),
+    *,
+    memory: str | MemoryPlan = "auto",
+    host: WeightHost | None = None,
+    allow_result_changes: bool = False,
+    windows: Sequence[WindowSpec] | None = None,
+    run: range | None = None,
+    progress: ProgressFn | None = None,
+    should_cancel: CancelFn | None = None,
+) -> Iterator[FrameResult]:
+    """:func:`run_matte` for the windows ``run`` only (default all), reporting each frame they touch
+    as :func:`~videomama.pipeline.matte.iter_window_results` does: finished frames, and partial
+    sums of frames that windows outside ``run`` also cover (a segment of a long shot split
+    across workers, merged by ``videomama.distributed``). Same plans, placement and retry policy."""
     host = host if host is not None else LocalHost(model.compute_device)
     first = frame_at(frames, 0)
     frames_hw = (int(first.shape[0]), int(first.shape[1]))
@@ -191,10 +215,10 @@ def run_matte(
             try:
                 host.place(model, plan, int(est.peak))
                 log.info("memory plan '%s': %s", plan.name, plan.describe())
-                for index, alpha in iter_matte(PlannedModel(model, plan), frames, masks, options, progress,
-                                               should_cancel, windows=windows, resume_from=emitted):
-                    emitted = index + 1
-                    yield index, alpha
+                for result in iter_window_results(PlannedModel(model, plan), frames, masks, options, progress,
+                                                  should_cancel, windows=windows, run=run, resume_from=emitted):
+                    emitted = result.index + 1
+                    yield result
                 return
             except Exception as exc:  # only out-of-memory errors are retried, see below
                 if not is_oom_error(exc):
