@@ -17,17 +17,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import InputError
 from .options import MatteOptions, ProgressFn, parse_dtype
 
+if TYPE_CHECKING:
+    from .pipeline.matte import FrameResult, WindowSpec
+
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "ShotSettings", "iter_shot_alpha", "load_engine", "matte_shot", "open_shot",
-           "resolve_device", "resolve_dtype"]
+__all__ = ["Engine", "ShotSettings", "finish_alpha", "iter_shot_alpha", "iter_shot_part", "load_engine",
+           "matte_shot", "open_shot", "resolve_device", "resolve_dtype", "shot_windows"]
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,8 @@ def matte_shot(frames_path: str | os.PathLike[str], masks_path: str | os.PathLik
     return target
 
 
-def _refine_without_weights(frames: Any, masks: Any, options: MatteOptions,
-                            progress: ProgressFn | None) -> Iterator[tuple[int, torch.Tensor]]:
+def _refine_without_weights(frames: Any, masks: Any, options: MatteOptions, progress: ProgressFn | None,
+                            start: int = 0, stop: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """The weight-free path, streamed: each frame is read, refined and handed out in turn
     (memory flat in the clip's length; the refiner looks back a few frames at most)."""
     from .imaging.refine import iter_refine
@@ -141,7 +144,7 @@ def _refine_without_weights(frames: Any, masks: Any, options: MatteOptions,
     count = frame_count(frames, "--frames")
     mask_seq = MaskSequence(masks, count, options.mask_threshold, "--masks")
     check_sizes(tuple(frame_at(frames, 0, "--frames").shape[:2]), tuple(mask_seq[0].shape), "--masks")
-    return iter_refine(frames, mask_seq, threshold=options.mask_threshold, progress=progress)
+    return iter_refine(frames, mask_seq, threshold=options.mask_threshold, progress=progress, start=start, stop=stop)
 
 
 def _with_detail(frames: Any, alphas: Iterator[tuple[int, torch.Tensor]],
@@ -151,3 +154,53 @@ def _with_detail(frames: Any, alphas: Iterator[tuple[int, torch.Tensor]],
 
     for index, alpha in alphas:
         yield index, detail_refine([frames[index]], alpha[None], resolution=options.resolution)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Parts of a shot: for front ends that split one long shot across processes
+# (videomama.distributed). Each part reports its frames as FrameResults; frames every part agrees
+# are finished go through finish_alpha, the others are summed across parts first. Merged, the
+# parts give exactly the frames iter_shot_alpha gives.
+# ----------------------------------------------------------------------------------------------
+def shot_windows(num_frames: int, options: MatteOptions) -> list[WindowSpec]:
+    """The windows VideoMaMa runs over a shot of ``num_frames`` (what a part's ``windows`` index)."""
+    from .pipeline.matte import layout_windows
+
+    return layout_windows(num_frames, options)
+
+
+def iter_shot_part(frames: Any, masks: Any, options: MatteOptions, engine: Engine, *, windows: range | None = None,
+                   frames_range: range | None = None, progress: ProgressFn | None = None) -> Iterator[FrameResult]:
+    """One part of a shot as unfinished results (``alpha`` not yet clamped or detailed).
+
+    VideoMaMa: the windows ``windows`` (indices into :func:`shot_windows`; default all) through
+    the same runner, memory plan and retry policy as :func:`iter_shot_alpha`; frames that windows
+    outside the part also cover come as partial sums (``complete`` False).
+    Weight-free: the frames ``frames_range`` (default all), each complete; the refiner reads the
+    few frames before the range it needs, so a part equals the same frames of a whole pass.
+    """
+    from .pipeline.matte import FrameResult
+
+    if engine.model is None:
+        count = len(frames)
+        part = frames_range if frames_range is not None else range(count)
+        for index, alpha in _refine_without_weights(frames, masks, options, progress, part.start, part.stop):
+            yield FrameResult(index, alpha, 1.0, complete=True)
+        return
+    from .pipeline.run import LocalHost, run_window_results
+
+    settings = engine.settings
+    allow_changes = settings.memory in ("low_vram_decode4", "low_vram_tiled")  # as iter_shot_alpha
+    yield from run_window_results(engine.model, frames, masks, options, memory=settings.memory,
+                                  host=LocalHost(engine.device), allow_result_changes=allow_changes,
+                                  windows=shot_windows(len(frames), options), run=windows, progress=progress)
+
+
+def finish_alpha(frames: Any, index: int, alpha: torch.Tensor, options: MatteOptions,
+                 settings: ShotSettings) -> torch.Tensor:
+    """A finished frame of :func:`iter_shot_part` (merged if it was partial) as iter_shot_alpha gives it;
+    needs no model, so the process that merges the parts of a shot need not load one."""
+    alpha = alpha.clamp_(0.0, 1.0)
+    if settings.unet is not None and settings.detail:
+        alpha = next(_with_detail(frames, iter([(index, alpha)]), options))[1]
+    return alpha
