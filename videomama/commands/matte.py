@@ -24,9 +24,21 @@ def add_parser(sub) -> None:
             "(16-bit grayscale, source resolution, 1 = subject)."
         ),
     )
+    add_shot_arguments(p)
+    p.add_argument("--progress", action="store_true", help="draw the progress bar even when stderr is not a terminal")
+    p.set_defaults(run=run)
+
+
+def add_shot_arguments(p: argparse.ArgumentParser) -> None:
+    """The inputs and output of one shot, then :func:`add_matte_arguments`."""
     p.add_argument("--frames", required=True, help="folder of images (natural order) or a video file")
     p.add_argument("--masks", required=True, help="folder of mask images or a mask video (one mask, or one per frame)")
     p.add_argument("--out", required=True, help="output folder; alpha goes to OUT/alpha")
+    add_matte_arguments(p)
+
+
+def add_matte_arguments(p: argparse.ArgumentParser) -> None:
+    """Everything of ``matte`` except the shot's paths (shared with ``batch``, where they are the defaults)."""
     p.add_argument("--unet", help="VideoMaMa UNet: diffusers folder or single .safetensors")
     p.add_argument("--vae", help="SVD VAE: svd_xt*.safetensors, a diffusers vae/ folder, or a VAE file")
     p.add_argument("--resolution", type=int, default=opts.DEFAULT_RESOLUTION, help="processing long side (default %(default)s)")
@@ -43,8 +55,6 @@ def add_parser(sub) -> None:
                         "memory (same result); the last two lower memory further but change the result")
     p.add_argument("--detail", action="store_true",
                    help="after VideoMaMa, transfer full-resolution edge detail from frames larger than --resolution")
-    p.add_argument("--progress", action="store_true", help="draw the progress bar even when stderr is not a terminal")
-    p.set_defaults(run=run)
 
 
 def settings_from(args: argparse.Namespace) -> ShotSettings:
