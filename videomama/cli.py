@@ -14,7 +14,7 @@ import time
 
 from .errors import Cancelled, VideoMaMaError
 
-COMMANDS = ("matte", "convert", "evaluate", "demo")
+COMMANDS = ("matte", "batch", "convert", "evaluate", "demo")
 
 log = logging.getLogger("videomama")
 
