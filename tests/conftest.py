@@ -28,6 +28,16 @@ from videomama.weights.configs import (
 )
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run much faster on one thread when the CI box is shared (no spin-waiting).
+    Use per module: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_unet():
     return build_random_unet(TINY_UNET_CONFIG, seed=0)

@@ -123,3 +123,19 @@ def test_twenty_runs_leave_gpu_memory_where_the_second_left_it():
         torch.cuda.synchronize()
         allocated.append(torch.cuda.memory_allocated())
     assert allocated[19] == allocated[1], allocated
+
+
+def test_decoder_benchmark_tiny(tmp_path):
+    """benchmarks/bench_decode.py stays runnable; its figures are the ones the decoder promises."""
+    out = tmp_path / "decode.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_decode.py"), "--tiny", "--sizes", "64x64",
+         "--repeats", "1", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert "| 64x64 | 8 | fp32 |" in proc.stdout
+    assert row["max_abs_alpha_diff"] <= 1e-5 and row["finite"]
+    assert row["live_ratio"] <= 0.35 and row["diffusers_rss_bytes"] > row["streamed_rss_bytes"] > 0
+    assert row["diffusers_seconds"] > 0 and row["streamed_seconds"] > 0

@@ -36,14 +36,7 @@ from videomama.weights.configs import (
 OPTIONS = MatteOptions(resolution=64, window=4, overlap=1, decode_chunk=4)  # 5 frames -> 2 windows
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads slow these
-    small models down by 5-50x when other processes compete for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread
 
 
 def _clip(n: int = 5, h: int = 48, w: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

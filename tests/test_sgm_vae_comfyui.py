@@ -95,3 +95,15 @@ def test_decoder_really_mixes_frames(reference) -> None:
     decode comparison above would catch a wrong temporal mapping or blend direction."""
     diff = (reference["out.decoded_t"] - reference["out.decoded_t2"]).abs().max().item()
     assert diff > 1e-2
+
+
+@pytest.mark.parametrize(("frames_per_clip", "key"), [(FRAMES, "out.decoded_t"), (2, "out.decoded_t2")])
+def test_low_memory_decoder_matches_comfyui(reference, converted_vae, frames_per_clip: int, key: str) -> None:
+    """The pack's default decode path (videomama.pipeline.temporal_decode) on the SGM-converted VAE."""
+    from videomama.pipeline.temporal_decode import decode_chunk
+
+    latents = reference["in.latents"]
+    with torch.no_grad():
+        ours = torch.cat([decode_chunk(converted_vae.decoder, latents[s : s + frames_per_clip])
+                          for s in range(0, latents.shape[0], frames_per_clip)])
+    assert _max_diff(f"low-memory decode ({frames_per_clip} frames per chunk)", ours, reference[key]) < TOLERANCE

@@ -26,14 +26,7 @@ import tiny_sam2
 T, H, W = 6, 48, 64  # non-square and smaller than the 128 px model input, on purpose
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are far too small to gain from threads, and on a busy 2-core
-    runner OpenMP's spinning threads make them up to 10x slower; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .temporal_decode import decode_chunk
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,17 @@ class VideoMaMaModel(nn.Module):
         """Latents (T, 4, h, w) -> alpha (T, 8h, 8w) float32, decoding ``chunk`` frames at a time.
 
         The temporal decoder mixes the frames of a chunk, so the chunking is part of the model
-        (8 in the official pipeline), not a memory knob.
+        (8 in the official pipeline), not a memory knob. Each chunk goes through
+        :func:`~videomama.pipeline.temporal_decode.decode_chunk`: the same computation as diffusers'
+        ``vae.decode(part, num_frames=len(part))`` up to float rounding, with about a fifth of
+        its activation memory (full-width feature maps exist for one frame at a time, except
+        the one chunk a temporal layer needs).
         """
         vae_dtype = self.vae.decoder.conv_in.weight.dtype
         z = latents.to(self.compute_device, vae_dtype) / self.scaling_factor
         alphas = []
         for start in range(0, z.shape[0], chunk):
             part = z[start : start + chunk]
-            rgb = self.vae.decode(part, num_frames=part.shape[0]).sample
+            rgb = decode_chunk(self.vae.decoder, part)
             alphas.append((rgb.float() / 2.0 + 0.5).clamp_(0.0, 1.0).mean(dim=1))
         return torch.cat(alphas, dim=0)
