@@ -322,3 +322,45 @@ def test_batch_key_changes_with_output_settings(tmp_path):
     keys = {result_key(tmp_path, tmp_path, 8, MatteOptions(), ShotSettings(), files)
             for files in (ShotFiles(), ShotFiles(format="exr"), ShotFiles(rgba="straight"), ShotFiles(start=3))}
     assert len(keys) == 4
+
+
+def _window_disagreement_clip(overlap: int) -> torch.Tensor:
+    """A clip matted by a stand-in whose windows disagree by a window-wide term (a seam to find)."""
+    from standins import PerFrameModel
+
+    from videomama.options import MatteOptions
+    from videomama.pipeline.matte import matte_clip
+
+    frames, masks = smooth_clip(60)
+    model = PerFrameModel(noise_gain=0.0, window_gain=0.2)
+    opts = MatteOptions(resolution=96, window=16, overlap=overlap, posterior="mean")
+    return matte_clip(model, frames, torch.zeros_like(masks), opts)
+
+
+def test_seam_report_finds_window_boundaries():
+    from videomama.eval.seams import frame_steps, seams_of_steps
+
+    cut = seams_of_steps(frame_steps(list(_window_disagreement_clip(0).numpy())), 16, 0)
+    faded = seams_of_steps(frame_steps(list(_window_disagreement_clip(4).numpy())), 16, 4)
+    # Windows 0-15, 16-31, 32-47, 44-59: the steps across each boundary (from the frame before the
+    # shared ones to the frame after them).
+    assert [(s.first, s.last) for s in cut.seams] == [(15, 16), (31, 32), (43, 48)]
+    # Windows 0-15, 12-27, 24-39, 36-51, 44-59.
+    assert [(s.first, s.last) for s in faded.seams] == [(11, 16), (23, 28), (35, 40), (43, 52)]
+    print(f"seam ratio worst/mean: overlap 0 {cut.worst:.2f}/{cut.mean:.2f}, overlap 4 {faded.worst:.2f}/{faded.mean:.2f}")
+    assert cut.worst > 3.0  # a hard cut stands out (measured 4.20)
+    assert faded.worst < 2.0 and faded.mean < 0.5 * cut.mean  # the cross-fade spreads it (measured 1.74, 1.53 vs 3.31)
+
+
+def test_evaluate_prints_the_seam_report_without_ground_truth(tmp_path):
+    from videomama.io.writers import write_alpha_sequence
+
+    alpha = _window_disagreement_clip(0)
+    folder = write_alpha_sequence(enumerate(alpha), tmp_path)
+    res = run_cli("evaluate", "--pred", folder, "--window", 16, "--overlap", 0)
+    assert res.returncode == 0, res.stderr
+    assert "3 boundaries" in res.stdout and "00015-00016" in res.stdout, res.stdout
+    worst = float(res.stdout.split("seam ratio: worst ")[1].split(",")[0])
+    assert worst > 3.0
+    res = run_cli("evaluate", "--pred", folder, "--gt", folder)  # with ground truth: metrics, then seams
+    assert res.returncode == 0 and "MAD" in res.stdout and "seam ratio" in res.stdout, res.stderr
