@@ -364,3 +364,27 @@ def test_evaluate_prints_the_seam_report_without_ground_truth(tmp_path):
     assert worst > 3.0
     res = run_cli("evaluate", "--pred", folder, "--gt", folder)  # with ground truth: metrics, then seams
     assert res.returncode == 0 and "MAD" in res.stdout and "seam ratio" in res.stdout, res.stderr
+
+
+def test_batch_split_shot_keeps_frame_numbers_and_format(sequence, tmp_path):
+    """A numbered shot split across segments (batch) is named and encoded as matte_shot's."""
+    from videomama.distributed.batch import run_batch
+    from videomama.distributed.engines import LocalEngine
+    from videomama.distributed.manifest import ShotEntry
+    from videomama.options import MatteOptions
+    from videomama.shots import ShotFiles, ShotSettings, load_engine, matte_shot
+
+    root, _, _ = sequence
+    files = ShotFiles(format="exr")
+    settings = ShotSettings()
+    entry = ShotEntry("s", root / "plate", root / "roto")
+    reports = run_batch([entry], tmp_path / "batch", settings, MatteOptions(), LocalEngine(settings),
+                        split_frames=3, files=files)
+    assert reports[0].status == "done" and reports[0].segments > 1, reports[0]
+    whole = matte_shot(root / "plate", root / "roto", tmp_path / "whole", MatteOptions(), load_engine(settings),
+                       files=files)
+    names = sorted(p.name for p in whole.iterdir())
+    assert names == [f"shot_v01.{n}.exr" for n in range(1001, 1009)]
+    assert sorted(p.name for p in (tmp_path / "batch" / "s" / "alpha").iterdir()) == names
+    for name in names:
+        np.testing.assert_array_equal(_read_oiio(whole / name)[0], _read_oiio(tmp_path / "batch" / "s" / "alpha" / name)[0])

@@ -70,6 +70,8 @@ class ImageFolder(Sequence):
         self.files = list_images(folder) if files is None else files
         numbering = detect_numbering(self.files)
         self.naming = numbering if numbering is not None else FrameNaming()
+        if numbering is not None and numbering.numbers:
+            _warn_gaps(numbering.numbers, name, folder)
         self._size: tuple[int, int] | None = None
         self._warned_empty = False
 
@@ -104,6 +106,17 @@ class ImageFolder(Sequence):
         rgb = read_rgb(path, self.transfer)
         self._check_size(path, rgb.shape[:2])
         return torch.from_numpy(np.ascontiguousarray(rgb))
+
+
+def _warn_gaps(numbers: tuple[int, ...], name: str, folder: Path) -> None:
+    """A numbered sequence with missing frame numbers is matted as it is, but say so."""
+    missing = (numbers[-1] - numbers[0] + 1) - len(numbers)
+    if missing > 0:
+        present = set(numbers)
+        first = next(n for n in range(numbers[0], numbers[-1]) if n not in present)
+        more = f" and {missing - 1} more" if missing > 1 else ""
+        log.warning("%s: the sequence in '%s' has gaps: frame %d%s missing; the frames present are matted as "
+                    "one clip and keep their numbers.", name, folder, first, more)
 
 
 class ClipRange(Sequence):
