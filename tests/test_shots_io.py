@@ -35,7 +35,10 @@ def _write_oiio(path: Path, arr: np.ndarray, fmt, names: tuple[str, ...] | None 
 
 
 def _read_oiio(path: Path) -> tuple[np.ndarray, tuple[str, ...], str]:
-    inp = oiio.ImageInput.open(str(path))
+    """The pixels as stored (OpenImageIO would premultiply PNG colour by alpha on reading)."""
+    config = oiio.ImageSpec()
+    config.attribute("oiio:UnassociatedAlpha", 1)
+    inp = oiio.ImageInput.open(str(path), config)
     spec = inp.spec()
     px = inp.read_image(0, 0, 0, spec.nchannels, oiio.FLOAT)
     inp.close()
@@ -141,7 +144,7 @@ def test_exr_plate_in_exr_alpha_and_rgba_out(sequence, tmp_path):
 def test_premultiplied_rgba_png16_and_preview(sequence, tmp_path):
     from videomama.io.frames import open_frames
 
-    root, _, _ = sequence
+    root, frames, _ = sequence
     res = run_cli("matte", "--frames", root / "plate", "--masks", root / "roto", "--out", tmp_path,
                   "--rgba", "premultiplied", "--preview", "--end", 1004)
     assert res.returncode == 0, res.stderr
@@ -149,6 +152,9 @@ def test_premultiplied_rgba_png16_and_preview(sequence, tmp_path):
     assert names == ("R", "G", "B", "A") and fmt == "uint16"
     assert (rgba[..., :3] <= rgba[..., 3:] + 1e-4).all()  # premultiplied: colour never above alpha
     assert (rgba[..., :3][rgba[..., 3] == 0] == 0).all()
+    solid = rgba[..., 3] > 0.999
+    plate = np.rint(frames[2].numpy() * 255) / 255
+    assert solid.sum() > 20 and np.abs(rgba[..., :3][solid] - plate[solid]).max() < 0.02  # the subject's colour
     preview = open_frames(tmp_path / "preview.mp4")
     assert len(preview) == 4 and tuple(preview[0].shape) == (40, 56, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha", "preview.mp4", "rgba"]  # nothing staged left

@@ -93,7 +93,9 @@ def _read_pil(path: Path, dtype: Any = np.float32) -> tuple[np.ndarray, bool]:
 
 def _read_oiio(oiio: Any, path: Path) -> tuple[np.ndarray, bool]:
     """(H, W, C) float32 via OpenImageIO (integers scaled to [0, 1]) and whether the file holds floats."""
-    inp = oiio.ImageInput.open(str(path))
+    config = oiio.ImageSpec()
+    config.attribute("oiio:UnassociatedAlpha", 1)  # the values as stored: no premultiplying of PNG/TIFF colour
+    inp = oiio.ImageInput.open(str(path), config)
     if inp is None:
         raise InputError(f"cannot read image '{path}': {oiio.geterror()}. Replace or remove the file.")
     try:
@@ -210,7 +212,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def write_image(path: str | Path, pixels: np.ndarray, channel_names: tuple[str, ...], *, bits: int = 16) -> None:
     """Write (H, W, C) float pixels with OpenImageIO: an EXR as 32-bit float (ZIP compressed), any
-    other format as ``bits``-bit integers (values clipped to [0, 1])."""
+    other format as ``bits``-bit integers (values clipped to [0, 1]); values are stored as given."""
     oiio = require_oiio(f"writing '{Path(path).name}'")
     p = Path(path)
     arr = np.ascontiguousarray(pixels, dtype=np.float32)
@@ -225,6 +227,9 @@ def write_image(path: str | Path, pixels: np.ndarray, channel_names: tuple[str, 
     if is_exr:
         spec.attribute("compression", "zip")
     else:
+        # Store the colour as given (straight or premultiplied, the caller's choice): without this
+        # OpenImageIO takes it as premultiplied and divides it by alpha for PNG and TIFF.
+        spec.attribute("oiio:UnassociatedAlpha", 1)
         arr = np.clip(arr, 0.0, 1.0)
     out = oiio.ImageOutput.create(str(p))
     if out is None or not out.open(str(p), spec):
