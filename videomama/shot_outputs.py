@@ -9,6 +9,7 @@ does not show through hair; in an EXR of a scene-linear plate it is converted ba
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ import torch
 
 if TYPE_CHECKING:
     from .shots import ShotFiles
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ShotOutputs"]
 
@@ -30,6 +33,9 @@ class ShotOutputs:
         from .io.writers import AlphaSequenceWriter, RGBASequenceWriter
 
         fmt: Any = files.format
+        if files.rgba == "straight" and files.format == "exr":
+            log.warning("--rgba straight in EXR files: EXR readers (Nuke and most compositors) take EXR colour as "
+                        "premultiplied; use --rgba premultiplied unless your pipeline expects straight colour.")
         self.frames = frames
         self.files = files
         source = clip_source(frames)
