@@ -394,3 +394,41 @@ def test_batch_split_shot_keeps_frame_numbers_and_format(sequence, tmp_path):
     assert sorted(p.name for p in (tmp_path / "batch" / "s" / "alpha").iterdir()) == names
     for name in names:
         np.testing.assert_array_equal(_read_oiio(whole / name)[0], _read_oiio(tmp_path / "batch" / "s" / "alpha" / name)[0])
+
+
+def test_10_bit_dpx_read_at_full_depth(tmp_path):
+    from videomama.io.frames import open_frames
+
+    ramp = np.linspace(0, 1, 32 * 24 * 3).reshape(24, 32, 3)
+    spec = oiio.ImageSpec(32, 24, 3, oiio.UINT16)
+    spec.attribute("oiio:BitsPerSample", 10)
+    out = oiio.ImageOutput.create(str(tmp_path / "p.1001.dpx"))
+    assert out.open(str(tmp_path / "p.1001.dpx"), spec)
+    out.write_image(np.rint(ramp * 65535).astype(np.uint16))
+    out.close()
+    frame = open_frames(tmp_path)[0].numpy()
+    assert len(np.unique(frame)) > 600 and np.abs(frame - ramp).max() < 1 / 1023
+
+
+def test_without_openimageio_exr_is_one_line(sequence, tmp_path):
+    """Where OpenImageIO is missing, EXR in or out is one line saying what to install."""
+    root, _, _ = sequence
+    blocker = tmp_path / "no_oiio"
+    blocker.mkdir()
+    (blocker / "OpenImageIO.py").write_text("raise ImportError('OpenImageIO is not installed here')\n")
+    env_path = f"{blocker}{os.pathsep}{Path(__file__).resolve().parents[1]}"
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "videomama", *map(str, args)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": env_path}, timeout=300)
+
+    res = run("matte", "--frames", root / "plate", "--masks", root / "roto", "--out", tmp_path / "o", "--format", "exr")
+    _one_error_line(res, "--format exr needs OpenImageIO, which is not installed; run `pip install OpenImageIO`")
+    exr = tmp_path / "exr"
+    exr.mkdir()
+    _write_oiio(exr / "p.1001.exr", np.zeros((40, 56, 3)), oiio.HALF)
+    res = run("matte", "--frames", exr, "--masks", root / "roto" / "roto.1001.png", "--out", tmp_path / "o")
+    _one_error_line(res, "reading .exr files ('p.1001.exr') needs OpenImageIO")
+    assert not any((tmp_path / "o").iterdir())  # nothing staged stays behind
