@@ -116,9 +116,12 @@ def format_seams(report: SeamReport, names: list[str] | None = None) -> str:
     def label(i: int) -> str:
         return names[i] if names else str(i)
 
-    lines = [f"{head}: {len(report.seams)} boundaries", f"{'frames':<28}  {'jump':>10}  {'inside':>10}  {'ratio':>7}"]
-    for s in report.seams:
-        lines.append(f"{label(s.first) + '-' + label(s.last):<28}  {s.jump:>10.4g}  {s.inside:>10.4g}  {s.ratio:>7.2f}")
+    spans = [f"{label(s.first)}-{label(s.last)}" for s in report.seams]
+    width = max(len("frames"), *(len(span) for span in spans))
+    count = f"{len(report.seams)} boundar{'y' if len(report.seams) == 1 else 'ies'}"
+    lines = [f"{head}: {count}", f"{'frames':<{width}}  {'jump':>10}  {'inside':>10}  {'ratio':>7}"]
+    for span, s in zip(spans, report.seams):
+        lines.append(f"{span:<{width}}  {s.jump:>10.4g}  {s.inside:>10.4g}  {s.ratio:>7.2f}")
     lines.append(f"seam ratio: worst {report.worst:.2f}, mean {report.mean:.2f} (1 = boundaries look like the rest; "
                  "2+ = a visible jump: raise --overlap)")
     return "\n".join(lines)

@@ -64,9 +64,12 @@ class VideoFile(Sequence):
         container, stream = self._open()
         try:
             declared = int(stream.frames or 0)
-            if declared == 0 and container.duration and stream.average_rate:
-                # Matroska/WebM give no count: the duration times the rate (+-1 frame of rounding).
+            tolerance = 0  # a count in the header (MP4, MOV) is exact
+            if declared == 0 and container.duration and stream.average_rate and self.path.suffix.lower() != ".gif":
+                # Matroska/WebM give no count: the duration times the rate, which variable frame
+                # rates and rounding make approximate (GIF delays vary too much to use at all).
                 declared = round(container.duration / 1_000_000 * float(stream.average_rate))
+                tolerance = max(1, round(0.02 * declared))
             if stream.average_rate:
                 self.rate = float(stream.average_rate)
             fmt = stream.codec_context.format
@@ -78,7 +81,6 @@ class VideoFile(Sequence):
                 present = 0
         finally:
             container.close()
-        tolerance = 0 if stream.frames else 1
         if declared and present < declared - tolerance:
             raise InputError(f"{self._what()} holds {_frames_word(present)} but its container declares {declared}: "
                              "the file is truncated or damaged; copy or export it again.")
