@@ -41,7 +41,9 @@ def clip_dirs(tmp_path_factory):
 
 
 def _read_alpha_dir(folder: Path) -> list[np.ndarray]:
-    files = sorted(folder.iterdir())
+    from videomama.io.frames import natural_key
+
+    files = sorted(folder.iterdir(), key=lambda p: natural_key(p.name))
     out = []
     for f in files:
         with Image.open(f) as im:
@@ -57,7 +59,8 @@ def test_matte_writes_16bit_pngs_at_source_size(clip_dirs, layouts, tmp_path):
                   "--resolution", 128, "--window", 8, "--overlap", 2, "--posterior", "mean", "--progress")
     assert res.returncode == 0, res.stderr
     files = sorted(p.name for p in (tmp_path / "alpha").iterdir())
-    assert files == [f"{i:05d}.png" for i in range(11)]  # one per frame, nothing else
+    # One per frame, nothing else; frame_0.png ... frame_10.png is a numbered sequence: its names are kept.
+    assert files == sorted(f"frame_{i}.png" for i in range(11))
     assert [p.name for p in tmp_path.iterdir()] == ["alpha"]  # no staging leftovers
     alphas = _read_alpha_dir(tmp_path / "alpha")
     assert all(a.shape == (50, 90) and a.dtype == np.uint16 for a in alphas)

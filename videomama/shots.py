@@ -25,11 +25,12 @@ from .errors import InputError
 from .options import MatteOptions, ProgressFn, parse_dtype
 
 if TYPE_CHECKING:
+    from .io.images import Transfer
     from .pipeline.matte import FrameResult, WindowSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Engine", "ShotSettings", "finish_alpha", "iter_shot_alpha", "iter_shot_part", "load_engine",
+__all__ = ["Engine", "ShotFiles", "ShotSettings", "finish_alpha", "iter_shot_alpha", "iter_shot_part", "load_engine",
            "matte_shot", "open_shot", "resolve_device", "resolve_dtype", "shot_windows"]
 
 
@@ -55,6 +56,46 @@ class ShotSettings:
     def __post_init__(self) -> None:
         if (self.unet is None) != (self.vae is None):
             raise InputError("give both --unet and --vae to run VideoMaMa, or neither for the weight-free refiner.")
+
+
+@dataclass(frozen=True)
+class ShotFiles:
+    """How a shot's files are read and written (what MatteOptions and ShotSettings do not decide).
+
+    start, end: the frame range to matte (inclusive, in the sequence's own frame numbers; for
+        videos and unnumbered folders, positions from 0); None: from the first / to the last.
+    input_transfer: how frame values are read: 'auto' (float files such as EXR are scene-linear
+        and converted to sRGB, the rest are display-referred), 'linear' or 'srgb' (as they are).
+    format: alpha (and RGBA) files: 'png16' (16-bit PNG) or 'exr' (32-bit float OpenEXR).
+    rgba: also write the subject's colour with its alpha to OUT/rgba: 'straight' or
+        'premultiplied' (None: not written).
+    preview: also write OUT/preview.mp4, the subject over a checkerboard.
+    """
+
+    start: int | None = None
+    end: int | None = None
+    input_transfer: Transfer = "auto"
+    format: str = "png16"
+    rgba: str | None = None
+    preview: bool = False
+
+    def __post_init__(self) -> None:
+        from .io.images import TRANSFERS
+        from .io.writers import FORMATS
+
+        if self.input_transfer not in TRANSFERS:
+            raise InputError(f"--input-transfer {self.input_transfer!r} is unknown; use one of {', '.join(TRANSFERS)}.")
+        if self.format not in FORMATS:
+            raise InputError(f"--format {self.format!r} is unknown; use one of {', '.join(FORMATS)}.")
+        if self.rgba not in (None, "straight", "premultiplied"):
+            raise InputError(f"--rgba {self.rgba!r} is unknown; use straight or premultiplied.")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise InputError(f"--start {self.start} is after --end {self.end}; give a start at or before the end.")
+
+    @property
+    def whole_shot_only(self) -> bool:
+        """Outputs made frame by frame in order by one process (RGBA, preview): the shot is not split."""
+        return self.rgba is not None or self.preview
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,21 +127,65 @@ class Engine:
 
 
 def load_engine(settings: ShotSettings) -> Engine:
-    """Load the weights once (to host memory; the runner places them for each run)."""
-    device = resolve_device(settings.device)
+    """Load the weights once (to host memory; the runner places them for each run).
+
+    Without weights (the weight-free refiner, which runs on the CPU) the model's settings do
+    nothing: each one given is named in a warning rather than ignored in silence.
+    """
     if settings.unet is None or settings.vae is None:
-        return Engine(settings, device)
+        _warn_unused(settings)
+        return Engine(settings, torch.device("cpu"))
+    device = resolve_device(settings.device)
     from .weights.checkpoints import load_model
 
     dtype = resolve_dtype(settings.precision, device)
     return Engine(settings, device, load_model(settings.unet, settings.vae, dtype=dtype, device="cpu"))
 
 
-def open_shot(frames_path: str | os.PathLike[str], masks_path: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """Lazy frame and mask sequences of a shot (folders of images or video files)."""
-    from .io.frames import open_frames
+def _warn_unused(settings: ShotSettings) -> None:
+    """Name each model setting given for a weight-free run (they only apply to VideoMaMa)."""
+    unused = [f"--device {settings.device}" if settings.device not in ("auto", "cpu") else "",
+              f"--precision {settings.precision}" if settings.precision != "auto" else "",
+              f"--memory {settings.memory}" if settings.memory != "auto" else "",
+              "--detail" if settings.detail else ""]
+    for flag in filter(None, unused):
+        log.warning("%s does nothing without --unet and --vae: the weight-free refiner runs on the CPU at full "
+                    "resolution; give the weights or leave %s out.", flag, flag.split()[0])
 
-    return open_frames(frames_path, "--frames"), open_frames(masks_path, "--masks")
+
+def open_shot(frames_path: str | os.PathLike[str], masks_path: str | os.PathLike[str],
+              files: ShotFiles | None = None) -> tuple[Any, Any]:
+    """Lazy frame and mask sequences of a shot (folders of images or video files), cut to the
+    frame range of ``files`` and paired: by frame number when both are numbered sequences that
+    share the frames' numbers, else by position (or one mask for every frame)."""
+    from .io.frames import ClipRange, clip_naming, open_frames
+    from .io.sequence import select_range
+
+    files = files or ShotFiles()
+    frames = open_frames(frames_path, "--frames", transfer=files.input_transfer)
+    masks = open_frames(masks_path, "--masks", kind="masks")
+    naming, mask_naming = clip_naming(frames), clip_naming(masks)
+    positions = select_range(naming, len(frames), files.start, files.end, "--frames")
+    selected = frames if len(positions) == len(frames) else ClipRange(frames, positions)
+    if len(masks) == 1:
+        return selected, masks
+    if naming.numbers is not None and mask_naming.numbers is not None:
+        by_number = {n: i for i, n in enumerate(mask_naming.numbers)}
+        wanted = [naming.number(i) for i in positions]
+        if all(n in by_number for n in wanted):
+            return selected, ClipRange(masks, [by_number[n] for n in wanted])
+        if len(masks) != len(frames):
+            missing = next(n for n in wanted if n not in by_number)
+            raise InputError(f"--masks has no mask for frame {missing} of --frames (its masks are frames "
+                             f"{mask_naming.numbers[0]}-{mask_naming.numbers[-1]}); give a mask for every frame or a single mask.")
+    if len(masks) != len(frames):
+        raise InputError(f"--masks has {_count(len(masks), 'mask')} for {_count(len(frames), 'frame')}; give one mask "
+                         "per frame or a single mask (it is then used for every frame).")
+    return selected, (masks if selected is frames else ClipRange(masks, positions))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def iter_shot_alpha(frames: Any, masks: Any, options: MatteOptions, engine: Engine,
@@ -122,13 +207,24 @@ def iter_shot_alpha(frames: Any, masks: Any, options: MatteOptions, engine: Engi
 
 def matte_shot(frames_path: str | os.PathLike[str], masks_path: str | os.PathLike[str],
                out_dir: str | os.PathLike[str], options: MatteOptions, engine: Engine,
-               progress: ProgressFn | None = None) -> Path:
-    """Matte one shot from disk into ``out_dir/alpha`` (all or nothing); returns that folder."""
-    from .io.writers import write_alpha_sequence
+               progress: ProgressFn | None = None, files: ShotFiles | None = None) -> Path:
+    """Matte one shot from disk into ``out_dir/alpha`` (and ``rgba``, ``preview.mp4`` as ``files``
+    asks), all or nothing; returns the alpha folder."""
+    from .io.writers import check_output_dir
+    from .shot_outputs import ShotOutputs
 
+    files = files or ShotFiles()
+    check_output_dir(out_dir)
     started = time.monotonic()
-    frames, masks = open_shot(frames_path, masks_path)
-    target = write_alpha_sequence(iter_shot_alpha(frames, masks, options, engine, progress), out_dir)
+    frames, masks = open_shot(frames_path, masks_path, files)
+    outputs = ShotOutputs(out_dir, frames, files)
+    try:
+        for index, alpha in iter_shot_alpha(frames, masks, options, engine, progress):
+            outputs.write(index, alpha)
+        target = outputs.commit()
+    except BaseException:
+        outputs.abort()
+        raise
     log.info("wrote %d alpha frames to %s in %.1f s", len(frames), target, time.monotonic() - started)
     return target
 

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..errors import InputError
-from .matte import add_matte_arguments, options_from, settings_from
+from .matte import add_matte_arguments, files_from, options_from, settings_from
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,6 @@ def run(args: argparse.Namespace) -> int:
         split = DEFAULT_RAY_SPLIT if args.split_frames is None else args.split_frames
     entries = load_manifest(args.manifest)
     reports = run_batch(entries, args.out, settings, defaults, engine, split_frames=split, force=args.force,
-                        progress=BatchBar(enabled=True if args.progress else None))
+                        progress=BatchBar(enabled=True if args.progress else None), files=files_from(args))
     print(summary_table(reports))
     return 1 if any(r.status == "failed" for r in reports) else 0

@@ -1,4 +1,4 @@
-"""``python -m videomama matte``: frames + masks -> 16-bit alpha PNGs."""
+"""``python -m videomama matte``: frames + masks -> alpha (16-bit PNG or EXR), optionally RGBA and a preview."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import logging
 
 from .. import options as opts
 from ..cli import ProgressBar
+from ..io.images import TRANSFERS, require_oiio
+from ..io.writers import FORMATS, check_output_dir
 from ..memory.plans import PLANS
 from ..options import MatteOptions
-from ..shots import ShotSettings, load_engine, matte_shot
+from ..shots import ShotFiles, ShotSettings, load_engine, matte_shot
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +22,10 @@ def add_parser(sub) -> None:
         help="matte a clip: frames + coarse masks -> alpha",
         description=(
             "Turn frames and coarse per-frame masks into alpha mattes. With --unet and --vae it runs "
-            "VideoMaMa; without them, the weight-free edge-aware refiner. Writes OUT/alpha/00000.png ... "
-            "(16-bit grayscale, source resolution, 1 = subject)."
+            "VideoMaMa; without them, the weight-free edge-aware refiner. Writes OUT/alpha at the source "
+            "resolution (1 = subject): a numbered sequence keeps its names and frame numbers "
+            "(shot.1001.exr -> OUT/alpha/shot.1001.png), other folders and videos give 00000.png ... "
+            "Optionally OUT/rgba (the subject's colour with its alpha) and OUT/preview.mp4."
         ),
     )
     add_shot_arguments(p)
@@ -34,6 +38,9 @@ def add_shot_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", required=True, help="folder of images (natural order) or a video file")
     p.add_argument("--masks", required=True, help="folder of mask images or a mask video (one mask, or one per frame)")
     p.add_argument("--out", required=True, help="output folder; alpha goes to OUT/alpha")
+    p.add_argument("--start", type=int, help="first frame to matte, in the sequence's own frame numbers "
+                                             "(videos and unnumbered folders: position from 0)")
+    p.add_argument("--end", type=int, help="last frame to matte (inclusive), numbered like --start")
     add_matte_arguments(p)
 
 
@@ -55,6 +62,21 @@ def add_matte_arguments(p: argparse.ArgumentParser) -> None:
                         "memory (same result); the last two lower memory further but change the result")
     p.add_argument("--detail", action="store_true",
                    help="after VideoMaMa, transfer full-resolution edge detail from frames larger than --resolution")
+    add_file_arguments(p)
+
+
+def add_file_arguments(p: argparse.ArgumentParser) -> None:
+    """How frames are read and outputs written (shared with ``batch``)."""
+    p.add_argument("--input-transfer", choices=TRANSFERS, default="auto",
+                   help="how frame values are encoded: auto (float files such as EXR are scene-linear and are "
+                        "converted to sRGB for the model, others are display-referred), linear, or srgb (as is)")
+    p.add_argument("--format", choices=FORMATS, default="png16",
+                   help="alpha files: png16 (16-bit greyscale PNG) or exr (32-bit float, one channel 'A'; "
+                        "needs OpenImageIO)")
+    p.add_argument("--rgba", choices=("straight", "premultiplied"),
+                   help="also write OUT/rgba: the subject's estimated colour (old background removed from "
+                        "soft edges) with its alpha, straight or premultiplied (needs OpenImageIO)")
+    p.add_argument("--preview", action="store_true", help="also write OUT/preview.mp4: the subject over a checkerboard")
 
 
 def settings_from(args: argparse.Namespace) -> ShotSettings:
@@ -69,9 +91,19 @@ def options_from(args: argparse.Namespace) -> MatteOptions:
                         posterior=args.posterior, mask_threshold=args.mask_threshold)
 
 
+def files_from(args: argparse.Namespace) -> ShotFiles:
+    """How the shot's files are read and written, from the command line (shared with ``batch``)."""
+    return ShotFiles(start=getattr(args, "start", None), end=getattr(args, "end", None),
+                     input_transfer=args.input_transfer, format=args.format, rgba=args.rgba, preview=args.preview)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)  # before the weights load: a bad --out costs nothing
     settings = settings_from(args)
     options = options_from(args)
+    files = files_from(args)
+    if files.format == "exr" or files.rgba:
+        require_oiio("--format exr" if files.format == "exr" else "--rgba")
     bar = ProgressBar("matte", "windows" if args.unet else "frames", enabled=True if args.progress else None)
-    matte_shot(args.frames, args.masks, args.out, options, load_engine(settings), progress=bar)
+    matte_shot(args.frames, args.masks, args.out, options, load_engine(settings), progress=bar, files=files)
     return 0

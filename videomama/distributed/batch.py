@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from ..errors import InputError, VideoMaMaError
 from ..options import MatteOptions
-from ..shots import ShotSettings
+from ..shots import ShotFiles, ShotSettings
 from . import markers
 from .manifest import ShotEntry
 from .plan import plan_segments
@@ -74,14 +74,18 @@ class _Shot:
 
 def run_batch(entries: Sequence[ShotEntry], out_root: str | os.PathLike[str], settings: ShotSettings,
               defaults: MatteOptions, engine: JobEngine, *, split_frames: int = 0, force: bool = False,
-              progress: BatchProgress | None = None) -> list[ShotReport]:
+              progress: BatchProgress | None = None, files: ShotFiles | None = None) -> list[ShotReport]:
     """Matte every shot into ``out_root/<name>/alpha``; returns one report per entry, in order.
 
     split_frames: shots longer than this are split into segments of about as many frames
-        (0: never). force: redo shots even when they were finished with the same settings.
+        (0: never; shots writing RGBA or a preview are never split). force: redo shots even
+        when they were finished with the same settings. files: how every shot's files are read
+        and written (format, RGBA, preview, input transfer).
     """
+    files = files or ShotFiles()
     root = _check_out_root(Path(out_root).expanduser())
-    shots = [_prepare(entry, root, settings, defaults, split_frames, force) for entry in entries]
+    shots = [_prepare(entry, root, settings, defaults, 0 if files.whole_shot_only else split_frames, force, files)
+             for entry in entries]
     by_name = {s.entry.name: s for s in shots}
     frames_total = sum(s.report.frames for s in shots)
 
@@ -144,19 +148,19 @@ def _check_out_root(root: Path) -> Path:
 
 
 def _prepare(entry: ShotEntry, root: Path, settings: ShotSettings, defaults: MatteOptions, split_frames: int,
-             force: bool) -> _Shot:
+             force: bool, files: ShotFiles) -> _Shot:
     """Open the shot's inputs, skip it if finished, plan its jobs; a bad input fails this shot only."""
     from ..shots import open_shot
 
     shot = _Shot(entry, ShotReport(entry.name), root / entry.name)
     try:
         shot.options = entry.matte_options(defaults)
-        frames, _masks = open_shot(entry.frames, entry.masks)
+        frames, _masks = open_shot(entry.frames, entry.masks, files)
         shot.frames = frames
         shot.report.frames = len(frames)
         if shot.report.frames == 0:
             raise InputError(f"--frames '{entry.frames}' holds no frames; give a folder of images or a video.")
-        shot.key = markers.result_key(entry.frames, entry.masks, len(frames), shot.options, settings)
+        shot.key = markers.result_key(entry.frames, entry.masks, len(frames), shot.options, settings, files)
         if shot.out_dir.exists() and not shot.out_dir.is_dir():
             raise InputError(f"the output '{shot.out_dir}' is a file; remove it or rename the shot.")
         if not force and markers.is_complete(shot.out_dir, shot.key):
@@ -170,11 +174,11 @@ def _prepare(entry: ShotEntry, root: Path, settings: ShotSettings, defaults: Mat
     except OSError as exc:
         _fail(shot, f"cannot use its files ({exc.strerror or exc}): {exc.filename or entry.frames}")
         return shot
-    whole = ShotJob(entry.name, str(entry.frames), str(entry.masks), str(shot.out_dir), shot.options)
+    whole = ShotJob(entry.name, str(entry.frames), str(entry.masks), str(shot.out_dir), shot.options, files=files)
     if len(segments) == 1:
         shot.jobs = [whole]
     else:
-        shot.writer = alpha_writer(shot.out_dir)
+        shot.writer = alpha_writer(shot.out_dir, frames=frames, files=files)
         shot.jobs = [dataclasses.replace(whole, segment=seg, staging=str(shot.writer.staging)) for seg in segments]
         shot.report.segments = len(segments)
         log.info("shot '%s': %d frames in %d segments", entry.name, len(frames), len(segments))

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import __version__
 from ..options import MatteOptions
-from ..shots import ShotSettings
+from ..shots import ShotFiles, ShotSettings
 
 __all__ = ["MARKER_NAME", "clear_shot", "is_complete", "mark_complete", "result_key"]
 
@@ -29,7 +29,8 @@ MARKER_NAME = ".videomama-batch.json"
 ALPHA_FOLDER = "alpha"  # the folder matte_shot commits under the shot's output folder
 
 
-def result_key(frames: Path, masks: Path, num_frames: int, options: MatteOptions, settings: ShotSettings) -> str:
+def result_key(frames: Path, masks: Path, num_frames: int, options: MatteOptions, settings: ShotSettings,
+               files: ShotFiles | None = None) -> str:
     """A hash of what decides a shot's output: a different key means the shot must be redone."""
     described: dict[str, Any] = {
         "version": __version__,
@@ -38,6 +39,8 @@ def result_key(frames: Path, masks: Path, num_frames: int, options: MatteOptions
         "num_frames": num_frames,
         "options": dataclasses.asdict(options),
         "settings": dataclasses.asdict(settings),
+        # Another frame range, transfer or output format writes other files.
+        "files": dataclasses.asdict(files or ShotFiles()),
         # Weight files replaced under the same name give other mattes.
         "weights": [_file_stamp(p) for p in (settings.unet, settings.vae) if p is not None],
     }

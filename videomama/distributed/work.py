@@ -17,12 +17,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import VideoMaMaError
 from ..options import MatteOptions, ProgressFn
-from ..shots import Engine, ShotSettings
+from ..shots import Engine, ShotFiles, ShotSettings
 from .plan import Segment
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class ShotJob:
     options: MatteOptions
     segment: Segment | None = None
     staging: str | None = None
+    files: ShotFiles = field(default_factory=ShotFiles)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -77,16 +79,21 @@ class JobOutcome:
         return self.error is None
 
 
-def alpha_writer(out_dir: str | os.PathLike[str], staging: str | os.PathLike[str] | None = None):
+def alpha_writer(out_dir: str | os.PathLike[str], staging: str | os.PathLike[str] | None = None, *,
+                 frames: Any = None, files: ShotFiles | None = None):
     """The shot's alpha writer: a new staging folder, or ``staging`` made by another process.
 
-    The one place batch runs make writers, so their files are named and encoded as matte_shot's.
+    The one place batch runs make writers, so their files are named (the frame numbers of
+    ``frames``) and encoded (``files.format``) as matte_shot's.
     """
+    from ..io.frames import clip_naming
     from ..io.writers import AlphaSequenceWriter
 
+    naming = clip_naming(frames) if frames is not None else None
+    fmt: Any = (files or ShotFiles()).format
     if staging is None:
-        return AlphaSequenceWriter(out_dir)
-    return AlphaSequenceWriter.attach(Path(staging), out_dir)
+        return AlphaSequenceWriter(out_dir, naming=naming, format=fmt)
+    return AlphaSequenceWriter.attach(Path(staging), out_dir, naming=naming, format=fmt)
 
 
 class ShotWorker:
@@ -141,7 +148,7 @@ class ShotWorker:
     def _whole(job: ShotJob, engine: Engine, progress: ProgressFn | None) -> int:
         from ..shots import matte_shot
 
-        target = matte_shot(job.frames, job.masks, job.out_dir, job.options, engine, progress)
+        target = matte_shot(job.frames, job.masks, job.out_dir, job.options, engine, progress, files=job.files)
         return sum(1 for p in target.iterdir() if not p.name.startswith("."))
 
     @staticmethod
@@ -150,8 +157,8 @@ class ShotWorker:
         from ..shots import finish_alpha, iter_shot_part, open_shot
 
         assert job.staging is not None, "a segment job writes into its shot's staging folder"
-        frames, masks = open_shot(job.frames, job.masks)
-        writer = alpha_writer(job.out_dir, job.staging)
+        frames, masks = open_shot(job.frames, job.masks, job.files)
+        writer = alpha_writer(job.out_dir, job.staging, frames=frames, files=job.files)
         partials: list[Partial] = []
         part = iter_shot_part(frames, masks, job.options, engine, windows=segment.windows,
                               frames_range=segment.frames if segment.windows is None else None, progress=progress)

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from ..errors import InputError
-from ..io.frames import IMAGE_SUFFIXES, natural_key, read_matte
+from ..io.frames import list_images, read_matte
 from .metrics import MetricAccumulator, unknown_region
 
 log = logging.getLogger(__name__)
@@ -18,10 +18,7 @@ __all__ = ["evaluate_dirs", "format_table"]
 def _list_images(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"{what} folder {folder} does not exist or is not a folder; give a folder of images.")
-    files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
-        key=lambda p: natural_key(p.name),
-    )
+    files = list_images(folder)
     if not files:
         raise InputError(f"{what} folder {folder} has no images (.png, .jpg, .tif ...); check the path.")
     return files

@@ -37,8 +37,8 @@ class MaskSequence(Sequence):
         count = frame_count(masks, name, item_ndim=2)
         if count not in (1, num_frames):
             raise InputError(
-                f"{name} has {count} masks for {num_frames} frames; give one mask per frame or a single mask "
-                "(it is then used for every frame)."
+                f"{name} has {count} mask{'s' * (count != 1)} for {num_frames} frame{'s' * (num_frames != 1)}; "
+                "give one mask per frame or a single mask (it is then used for every frame)."
             )
         self._broadcast = count == 1
 
