@@ -18,7 +18,7 @@ from torch import nn
 
 from ..options import DECODE_CHUNK
 from ..pipeline.geometry import fit_geometry
-from .plans import DEFAULT, LOW_VRAM, PLAN_LADDER, PLANS, MemoryPlan
+from .plans import DEFAULT, PLAN_LADDER, PLANS, MemoryPlan
 from .streaming import stream_units, unet_of
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,16 @@ VIDEOMAMA_WEIGHTS = WeightSizes(unet=1_524_634_602, vae=97_742_847, largest_stre
 # bytes): the encoder per image at full processing size x 128 channels, the decoder per frame
 # at full size x 128 channels, the UNet per frame at 1/8 size x 320 channels. Measured as the
 # peak bytes of live tensors of the real-size model in bf16 on the CPU at 256x128, 8-frame
-# windows (``benchmarks/bench_matte.py --activation-peaks``: encode 643 MiB for 16 images,
-# 40 MiB for one; decode 512 MiB for 8 frames; UNet 68 MiB for 8 frames). The feature maps
-# keep their proportions at every size (attention runs through SDPA, linear in memory), so
-# the factors carry over. NOT yet confirmed on a GPU: the CUDA allocator's rounding and cuDNN
-# workspaces add to them (FIXED_OVERHEAD is a guess until then).
+# windows (``benchmarks/bench_matte.py --activation-peaks``: encode 322 MiB for 8 images,
+# 40 MiB for one; UNet 68 MiB for 8 frames; decode 112 MiB for 8 frames with the frame-wise
+# temporal decoder of ``pipeline.temporal_decode``, 512 MiB with diffusers' decode, which is
+# what the old factor 8.0 described; ``benchmarks/bench_decode.py`` finds the same 1.75 maps
+# per frame at 256x128 and 512x256). The feature maps keep their proportions at every size
+# (attention runs through SDPA, linear in memory), so the factors carry over. NOT yet
+# confirmed on a GPU: the CUDA allocator's rounding and cuDNN workspaces add to them
+# (FIXED_OVERHEAD is a guess until then).
 ENCODER_FACTOR = 5.0
-DECODER_FACTOR = 8.0
+DECODER_FACTOR = 1.75
 UNET_FACTOR = 27.0
 FIXED_OVERHEAD = 400 * 2**20
 
@@ -114,9 +117,9 @@ def choose_memory_plan(free_bytes: int, frames_hw: tuple[int, int], window: int,
     the run may use (for ComfyUI: ``get_free_memory`` plus what the model already occupies on
     the device). force: a plan name chosen by hand ('default', 'low_vram', ...; 'auto' or None
     chooses). allow_result_changes: also consider ``low_vram_decode4`` and ``low_vram_tiled``
-    (logged as a WARNING when picked). When nothing allowed fits, ``low_vram`` (or the lowest
-    allowed plan) is returned with a warning, and :func:`run_with_oom_retry` steps down once
-    if the device really runs out.
+    (logged as a WARNING when picked). When nothing allowed fits, the allowed plan with the
+    lowest estimate (``low_vram`` unless result changes are allowed) is returned with a warning,
+    and the runner steps down once if the device really runs out.
     """
     if force is not None and force != "auto":
         if force not in PLANS:
@@ -143,9 +146,11 @@ def choose_memory_plan(free_bytes: int, frames_hw: tuple[int, int], window: int,
                 log.info("memory plan '%s': about %.1f GB estimated of %.1f GB free at %s",
                          plan.name, est.peak / 1e9, free_bytes / 1e9, where)
             return plan
-    fallback = LOW_VRAM if not allow_result_changes else candidates[-1]
-    est = estimate_memory(fallback, pad_hw, window, dtype=dtype, decode_chunk=decode_chunk, weights=weights,
-                          host_streams_weights=host_streams_weights)
+    # Nothing fits: the allowed plan with the lowest estimate (on a tie the one higher on the
+    # ladder, i.e. with fewer changes: a lower plan whose saving is not where the peak is buys nothing).
+    estimates = [(estimate_memory(p, pad_hw, window, dtype=dtype, decode_chunk=decode_chunk, weights=weights,
+                                  host_streams_weights=host_streams_weights), p) for p in candidates]
+    est, fallback = min(estimates, key=lambda ep: ep[0].peak)
     log.warning("the '%s' memory plan needs about %.1f GB but %.1f GB is free at %s; trying it anyway "
                 "(an out-of-memory error steps down once, with a logged change). A lower resolution uses less.",
                 fallback.name, est.peak / 1e9, free_bytes / 1e9, where)
