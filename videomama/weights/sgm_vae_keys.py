@@ -54,80 +54,86 @@ _ATTN_LEAVES: dict[str, str] = {
 # diffusers names of the attention weights stored as (C, C) here and as (C, C, 1, 1) in SGM.
 ATTN_LINEAR_WEIGHT = re.compile(r"\.mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$")
 
-_INV_RESNET = {v: k for k, v in _RESNET_LEAVES.items()}
-_INV_TEMPORAL = {v: k for k, v in _TEMPORAL_LEAVES.items()}
-_INV_ATTN = {v: k for k, v in _ATTN_LEAVES.items()}
+
+# ----------------------------------------------------------------------------- the rules
+
+# One table, read in both directions: each row names the same tensor in SGM and in diffusers.
+# Placeholders: {part} encoder|decoder; {i} an encoder level and {j} a block, the same on both
+# sides; {u} a decoder up level (numbered by resolution in SGM, by execution order in
+# diffusers, so it is flipped); {m} a middle block (block_1/2 in SGM, resnets.0/1 in
+# diffusers); {res}, {tmp}, {att} leaf names translated by the tables above; {p} weight|bias.
+_RULES: tuple[tuple[str, str], ...] = (
+    ("{part}.conv_in.{p}", "{part}.conv_in.{p}"),
+    ("{part}.norm_out.{p}", "{part}.conv_norm_out.{p}"),
+    ("{part}.conv_out.{p}", "{part}.conv_out.{p}"),
+    ("decoder.conv_out.time_mix_conv.{p}", "decoder.time_conv_out.{p}"),
+    ("quant_conv.{p}", "quant_conv.{p}"),  # SVD's VAE has none; see sgm_vae for how it is handled
+    ("encoder.down.{i}.block.{j}.{res}.{p}", "encoder.down_blocks.{i}.resnets.{j}.{res}.{p}"),
+    ("encoder.down.{i}.downsample.conv.{p}", "encoder.down_blocks.{i}.downsamplers.0.conv.{p}"),
+    ("encoder.mid.block_{m}.{res}.{p}", "encoder.mid_block.resnets.{m}.{res}.{p}"),
+    ("{part}.mid.attn_1.{att}.{p}", "{part}.mid_block.attentions.0.{att}.{p}"),
+    ("decoder.mid.block_{m}.{res}.{p}", "decoder.mid_block.resnets.{m}.spatial_res_block.{res}.{p}"),
+    ("decoder.mid.block_{m}.{tmp}.{p}", "decoder.mid_block.resnets.{m}.{tmp}.{p}"),
+    ("decoder.mid.block_{m}.mix_factor", "decoder.mid_block.resnets.{m}.time_mixer.mix_factor"),
+    ("decoder.up.{u}.block.{j}.{res}.{p}", "decoder.up_blocks.{u}.resnets.{j}.spatial_res_block.{res}.{p}"),
+    ("decoder.up.{u}.block.{j}.{tmp}.{p}", "decoder.up_blocks.{u}.resnets.{j}.{tmp}.{p}"),
+    ("decoder.up.{u}.block.{j}.mix_factor", "decoder.up_blocks.{u}.resnets.{j}.time_mixer.mix_factor"),
+    ("decoder.up.{u}.upsample.conv.{p}", "decoder.up_blocks.{u}.upsamplers.0.conv.{p}"),
+)
+
+_LEAVES = {"res": _RESNET_LEAVES, "tmp": _TEMPORAL_LEAVES, "att": _ATTN_LEAVES}
+_FIELD = re.compile(r"\{(\w+)\}")
 
 
 def _alt(names: Iterable[str]) -> str:
     return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
 
 
-_P = r"(?P<p>weight|bias)"
-_RES = f"(?P<leaf>{_alt(_RESNET_LEAVES)})"
-_TMP = f"(?P<leaf>{_alt(_TEMPORAL_LEAVES)})"
-_ATT = f"(?P<leaf>{_alt(_ATTN_LEAVES)})"
-_DRES = f"(?P<leaf>{_alt(_INV_RESNET)})"
-_DTMP = f"(?P<leaf>{_alt(_INV_TEMPORAL)})"
-_DATT = f"(?P<leaf>{_alt(_INV_ATTN)})"
-
-# SGM patterns, each with the kind of rename it needs.
-_SGM_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(rf"(?P<part>encoder|decoder)\.conv_in\.{_P}"), "same"),
-    (re.compile(rf"(?P<part>encoder|decoder)\.norm_out\.{_P}"), "norm_out"),
-    (re.compile(rf"(?P<part>encoder|decoder)\.conv_out\.{_P}"), "same"),
-    (re.compile(rf"decoder\.conv_out\.time_mix_conv\.{_P}"), "time_conv_out"),
-    (re.compile(rf"quant_conv\.{_P}"), "quant_conv"),
-    (re.compile(rf"encoder\.down\.(?P<i>\d+)\.block\.(?P<j>\d+)\.{_RES}\.{_P}"), "enc_res"),
-    (re.compile(rf"encoder\.down\.(?P<i>\d+)\.downsample\.conv\.{_P}"), "enc_down"),
-    (re.compile(rf"encoder\.mid\.block_(?P<j>[12])\.{_RES}\.{_P}"), "enc_mid_res"),
-    (re.compile(rf"(?P<part>encoder|decoder)\.mid\.attn_1\.{_ATT}\.{_P}"), "mid_attn"),
-    (re.compile(rf"decoder\.mid\.block_(?P<j>[12])\.{_RES}\.{_P}"), "dec_mid_spatial"),
-    (re.compile(rf"decoder\.mid\.block_(?P<j>[12])\.{_TMP}\.{_P}"), "dec_mid_temporal"),
-    (re.compile(r"decoder\.mid\.block_(?P<j>[12])\.mix_factor"), "dec_mid_mix"),
-    (re.compile(rf"decoder\.up\.(?P<i>\d+)\.block\.(?P<j>\d+)\.{_RES}\.{_P}"), "dec_up_spatial"),
-    (re.compile(rf"decoder\.up\.(?P<i>\d+)\.block\.(?P<j>\d+)\.{_TMP}\.{_P}"), "dec_up_temporal"),
-    (re.compile(r"decoder\.up\.(?P<i>\d+)\.block\.(?P<j>\d+)\.mix_factor"), "dec_up_mix"),
-    (re.compile(rf"decoder\.up\.(?P<i>\d+)\.upsample\.conv\.{_P}"), "dec_upsample"),
-]
-
-_DIFFUSERS_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(rf"(?P<part>encoder|decoder)\.conv_in\.{_P}"), "same"),
-    (re.compile(rf"(?P<part>encoder|decoder)\.conv_norm_out\.{_P}"), "norm_out"),
-    (re.compile(rf"(?P<part>encoder|decoder)\.conv_out\.{_P}"), "same"),
-    (re.compile(rf"decoder\.time_conv_out\.{_P}"), "time_conv_out"),
-    (re.compile(rf"quant_conv\.{_P}"), "quant_conv"),
-    (re.compile(rf"encoder\.down_blocks\.(?P<i>\d+)\.resnets\.(?P<j>\d+)\.{_DRES}\.{_P}"), "enc_res"),
-    (re.compile(rf"encoder\.down_blocks\.(?P<i>\d+)\.downsamplers\.0\.conv\.{_P}"), "enc_down"),
-    (re.compile(rf"encoder\.mid_block\.resnets\.(?P<j>[01])\.{_DRES}\.{_P}"), "enc_mid_res"),
-    (re.compile(rf"(?P<part>encoder|decoder)\.mid_block\.attentions\.0\.{_DATT}\.{_P}"), "mid_attn"),
-    (re.compile(rf"decoder\.mid_block\.resnets\.(?P<j>[01])\.spatial_res_block\.{_DRES}\.{_P}"), "dec_mid_spatial"),
-    (re.compile(rf"decoder\.mid_block\.resnets\.(?P<j>[01])\.{_DTMP}\.{_P}"), "dec_mid_temporal"),
-    (re.compile(r"decoder\.mid_block\.resnets\.(?P<j>[01])\.time_mixer\.mix_factor"), "dec_mid_mix"),
-    (
-        re.compile(rf"decoder\.up_blocks\.(?P<i>\d+)\.resnets\.(?P<j>\d+)\.spatial_res_block\.{_DRES}\.{_P}"),
-        "dec_up_spatial",
-    ),
-    (re.compile(rf"decoder\.up_blocks\.(?P<i>\d+)\.resnets\.(?P<j>\d+)\.{_DTMP}\.{_P}"), "dec_up_temporal"),
-    (re.compile(r"decoder\.up_blocks\.(?P<i>\d+)\.resnets\.(?P<j>\d+)\.time_mixer\.mix_factor"), "dec_up_mix"),
-    (re.compile(rf"decoder\.up_blocks\.(?P<i>\d+)\.upsamplers\.0\.conv\.{_P}"), "dec_upsample"),
-]
+def _field_pattern(name: str, to_diffusers: bool) -> str:
+    """What a placeholder matches on the side a name is read from."""
+    if name in _LEAVES:
+        table = _LEAVES[name]
+        return _alt(table if to_diffusers else table.values())
+    return {"part": "encoder|decoder", "p": "weight|bias", "m": "[12]" if to_diffusers else "[01]"}.get(name, r"\d+")
 
 
-def _match(rules: list[tuple[re.Pattern[str], str]], key: str) -> tuple[str, dict[str, str]] | None:
-    for pattern, kind in rules:
-        m = pattern.fullmatch(key)
-        if m is not None:
-            return kind, m.groupdict()
-    return None
+def _compile(template: str, to_diffusers: bool) -> re.Pattern[str]:
+    parts, pos = [], 0
+    for f in _FIELD.finditer(template):
+        parts += [re.escape(template[pos:f.start()]), f"(?P<{f[1]}>{_field_pattern(f[1], to_diffusers)})"]
+        pos = f.end()
+    return re.compile("".join(parts) + re.escape(template[pos:]))
 
 
-def _flip(index: str, num_levels: int, key: str) -> int:
+# (pattern read, template written) per direction.
+_TO_DIFFUSERS = [(_compile(sgm, True), dif) for sgm, dif in _RULES]
+_TO_SGM = [(_compile(dif, False), sgm) for sgm, dif in _RULES]
+
+
+def _flip(index: str, num_levels: int, key: str) -> str:
     """Map a decoder level index between SGM (by resolution) and diffusers (by execution order)."""
     i = int(index)
     if not 0 <= i < num_levels:
         raise KeyError(f"VAE tensor {key!r}: decoder level {i} is outside 0..{num_levels - 1}")
-    return num_levels - 1 - i
+    return str(num_levels - 1 - i)
+
+
+def _rename(key: str, rules: list[tuple[re.Pattern[str], str]], to_diffusers: bool, num_levels: int) -> str | None:
+    for pattern, target in rules:
+        m = pattern.fullmatch(key)
+        if m is None:
+            continue
+        fields = dict(m.groupdict())
+        for name, value in m.groupdict().items():
+            if name in _LEAVES:
+                table = _LEAVES[name] if to_diffusers else {v: k for k, v in _LEAVES[name].items()}
+                fields[name] = table[value]
+            elif name == "m":
+                fields[name] = str(int(value) + (-1 if to_diffusers else 1))
+            elif name == "u":
+                fields[name] = _flip(value, num_levels, key)
+        return target.format(**fields)
+    return None
 
 
 # ----------------------------------------------------------------------------- key functions
@@ -141,44 +147,11 @@ def sgm_vae_key_to_diffusers(key: str, num_levels: int = SVD_VAE_LEVELS) -> str:
     up levels in opposite orders. Raises ``KeyError`` naming ``key`` when it is not a tensor of
     an SGM temporal VAE.
     """
-    found = _match(_SGM_RULES, key)
-    if found is None:
+    name = _rename(key, _TO_DIFFUSERS, True, num_levels)
+    if name is None:
         hint = " (strip the 'first_stage_model.' prefix first)" if key.startswith(SGM_VAE_PREFIX) else ""
         raise KeyError(f"{key!r} is not a tensor name of an SGM temporal VAE{hint}")
-    kind, g = found
-    p = g.get("p")
-    if kind == "same":
-        return key
-    if kind == "norm_out":
-        return f"{g['part']}.conv_norm_out.{p}"
-    if kind == "time_conv_out":
-        return f"decoder.time_conv_out.{p}"
-    if kind == "quant_conv":
-        return f"quant_conv.{p}"
-    if kind == "enc_res":
-        return f"encoder.down_blocks.{g['i']}.resnets.{g['j']}.{_RESNET_LEAVES[g['leaf']]}.{p}"
-    if kind == "enc_down":
-        return f"encoder.down_blocks.{g['i']}.downsamplers.0.conv.{p}"
-    if kind == "enc_mid_res":
-        return f"encoder.mid_block.resnets.{int(g['j']) - 1}.{_RESNET_LEAVES[g['leaf']]}.{p}"
-    if kind == "mid_attn":
-        return f"{g['part']}.mid_block.attentions.0.{_ATTN_LEAVES[g['leaf']]}.{p}"
-    if kind == "dec_mid_spatial":
-        return f"decoder.mid_block.resnets.{int(g['j']) - 1}.spatial_res_block.{_RESNET_LEAVES[g['leaf']]}.{p}"
-    if kind == "dec_mid_temporal":
-        return f"decoder.mid_block.resnets.{int(g['j']) - 1}.{_TEMPORAL_LEAVES[g['leaf']]}.{p}"
-    if kind == "dec_mid_mix":
-        return f"decoder.mid_block.resnets.{int(g['j']) - 1}.time_mixer.mix_factor"
-    up = _flip(g["i"], num_levels, key)  # only decoder up-level rules remain
-    if kind == "dec_up_spatial":
-        return f"decoder.up_blocks.{up}.resnets.{g['j']}.spatial_res_block.{_RESNET_LEAVES[g['leaf']]}.{p}"
-    if kind == "dec_up_temporal":
-        return f"decoder.up_blocks.{up}.resnets.{g['j']}.{_TEMPORAL_LEAVES[g['leaf']]}.{p}"
-    if kind == "dec_up_mix":
-        return f"decoder.up_blocks.{up}.resnets.{g['j']}.time_mixer.mix_factor"
-    if kind == "dec_upsample":
-        return f"decoder.up_blocks.{up}.upsamplers.0.conv.{p}"
-    raise AssertionError(kind)  # pragma: no cover - every rule kind is handled above
+    return name
 
 
 def diffusers_vae_key_to_sgm(key: str, num_levels: int = SVD_VAE_LEVELS) -> str:
@@ -188,43 +161,10 @@ def diffusers_vae_key_to_sgm(key: str, num_levels: int = SVD_VAE_LEVELS) -> str:
     ``quant_conv.*`` maps to the name it would have in an SGM engine that has one; SVD's does
     not (see :func:`convert_diffusers_vae_state_dict_to_sgm` for how it is dropped or folded).
     """
-    found = _match(_DIFFUSERS_RULES, key)
-    if found is None:
+    name = _rename(key, _TO_SGM, False, num_levels)
+    if name is None:
         raise KeyError(f"{key!r} is not a tensor name of diffusers' AutoencoderKLTemporalDecoder")
-    kind, g = found
-    p = g.get("p")
-    if kind == "same":
-        return key
-    if kind == "norm_out":
-        return f"{g['part']}.norm_out.{p}"
-    if kind == "time_conv_out":
-        return f"decoder.conv_out.time_mix_conv.{p}"
-    if kind == "quant_conv":
-        return f"quant_conv.{p}"
-    if kind == "enc_res":
-        return f"encoder.down.{g['i']}.block.{g['j']}.{_INV_RESNET[g['leaf']]}.{p}"
-    if kind == "enc_down":
-        return f"encoder.down.{g['i']}.downsample.conv.{p}"
-    if kind == "enc_mid_res":
-        return f"encoder.mid.block_{int(g['j']) + 1}.{_INV_RESNET[g['leaf']]}.{p}"
-    if kind == "mid_attn":
-        return f"{g['part']}.mid.attn_1.{_INV_ATTN[g['leaf']]}.{p}"
-    if kind == "dec_mid_spatial":
-        return f"decoder.mid.block_{int(g['j']) + 1}.{_INV_RESNET[g['leaf']]}.{p}"
-    if kind == "dec_mid_temporal":
-        return f"decoder.mid.block_{int(g['j']) + 1}.{_INV_TEMPORAL[g['leaf']]}.{p}"
-    if kind == "dec_mid_mix":
-        return f"decoder.mid.block_{int(g['j']) + 1}.mix_factor"
-    up = _flip(g["i"], num_levels, key)  # only decoder up-level rules remain
-    if kind == "dec_up_spatial":
-        return f"decoder.up.{up}.block.{g['j']}.{_INV_RESNET[g['leaf']]}.{p}"
-    if kind == "dec_up_temporal":
-        return f"decoder.up.{up}.block.{g['j']}.{_INV_TEMPORAL[g['leaf']]}.{p}"
-    if kind == "dec_up_mix":
-        return f"decoder.up.{up}.block.{g['j']}.mix_factor"
-    if kind == "dec_upsample":
-        return f"decoder.up.{up}.upsample.conv.{p}"
-    raise AssertionError(kind)  # pragma: no cover
+    return name
 
 
 # ----------------------------------------------------------------------------- classifying
