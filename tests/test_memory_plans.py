@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from run_helpers import disc_clip
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -39,30 +40,6 @@ OPTIONS = MatteOptions(resolution=64, window=4, overlap=1, decode_chunk=4)  # 5 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread
 
 
-def _clip(n: int = 5, h: int = 48, w: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    frames = torch.rand(n, h, w, 3, generator=g)
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    masks = torch.stack([((xx - 20 - 2 * t) ** 2 + (yy - 24) ** 2 < 200).float() for t in range(n)])
-    return frames, masks
-
-
-class FlakyModel(VideoMaMaModel):
-    """The real model, whose decoder raises a real out-of-memory error on its first ``failures`` calls."""
-
-    def __init__(self, unet, vae, failures: int = 1, error: type[Exception] = torch.cuda.OutOfMemoryError,
-                 message: str = "CUDA out of memory. Tried to allocate 2.00 GiB"):
-        super().__init__(unet, vae)
-        self.failures, self.error, self.message, self.decode_calls = failures, error, message, 0
-
-    def decode_alpha(self, latents, chunk):
-        self.decode_calls += 1
-        if self.failures > 0:
-            self.failures -= 1
-            raise self.error(self.message)
-        return super().decode_alpha(latents, chunk)
-
-
 @pytest.fixture(scope="module")
 def parts():
     return build_random_unet(TINY_UNET_CONFIG, seed=0), build_random_vae(TINY_VAE_CONFIG, seed=0)
@@ -75,7 +52,7 @@ def model(parts):
 
 @pytest.fixture(scope="module")
 def reference(parts):
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     return matte_clip(VideoMaMaModel(*parts), frames, masks, OPTIONS)
 
 
@@ -104,7 +81,7 @@ class _UsesStorage(TorchDispatchMode):
 
 @pytest.mark.parametrize("granularity", ["block", "layer"])
 def test_block_streaming_is_bit_identical_and_cleans_up(model, reference, granularity):
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     hooks_before = _hook_count(model)
     # _force_copy: every load makes a fresh copy even from cpu to cpu, as a real transfer would,
     # so a block whose hook did not run would compute on its offload copy and be caught below.
@@ -133,7 +110,7 @@ def test_block_streaming_is_bit_identical_and_cleans_up(model, reference, granul
 
 
 def test_enable_disable_streaming_api(model, reference):
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     hooks_before = _hook_count(model)
     s1 = enable_block_streaming(model, "cpu")
     assert streamer_of(model) is s1 and _hook_count(model) > hooks_before
@@ -150,7 +127,7 @@ def test_enable_disable_streaming_api(model, reference):
 
 
 def test_low_vram_plan_matches_default_within_rounding(model, reference):
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     out = collect_frames(run_matte(model, frames, masks, OPTIONS, memory=lv_plans.LOW_VRAM, host=LocalHost("cpu")), 5)
     # Streaming is bit-identical (above); the encoder one image per call instead of batched is the
     # same maths with other kernel blocking: rounding-level changes, which the random-weight

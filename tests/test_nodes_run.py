@@ -14,13 +14,7 @@ import pytest
 import torch
 from node_harness import clip, composite, load, run, run_matte
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread
 
 
 def lib(pack, name: str):

@@ -11,6 +11,7 @@ import logging
 
 import pytest
 import torch
+from run_helpers import FailingModel, disc_clip
 
 from videomama.memory import plans as lv_plans
 from videomama.memory.retry import is_oom_error
@@ -23,37 +24,7 @@ from videomama.weights.configs import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_r
 
 OPTIONS = MatteOptions(resolution=64, window=4, overlap=1, decode_chunk=4)  # 5 frames -> 2 windows
 LOGGER = "videomama.pipeline.run"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _clip(n: int = 5, h: int = 48, w: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    frames = torch.rand(n, h, w, 3, generator=g)
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    masks = torch.stack([((xx - 20 - 2 * t) ** 2 + (yy - 24) ** 2 < 200).float() for t in range(n)])
-    return frames, masks
-
-
-class FailingModel(VideoMaMaModel):
-    """The real model whose decoder raises ``error`` on the decoder calls numbered in ``fail_on`` (1-based)."""
-
-    def __init__(self, unet, vae, fail_on=(1,), error: type[Exception] = torch.cuda.OutOfMemoryError,
-                 message: str = "CUDA out of memory. Tried to allocate 2.00 GiB"):
-        super().__init__(unet, vae)
-        self.fail_on, self.error, self.message, self.decode_calls = set(fail_on), error, message, 0
-
-    def decode_alpha(self, latents, chunk):
-        self.decode_calls += 1
-        if self.decode_calls in self.fail_on:
-            raise self.error(self.message)
-        return super().decode_alpha(latents, chunk)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +34,12 @@ def parts():
 
 @pytest.fixture(scope="module")
 def reference(parts):
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     return matte_clip(VideoMaMaModel(*parts), frames, masks, OPTIONS)
 
 
 def _run(model, memory=lv_plans.DEFAULT, **kwargs):
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     return collect_frames(run_matte(model, frames, masks, OPTIONS, memory=memory, host=LocalHost("cpu"), **kwargs), 5)
 
 
@@ -131,7 +102,7 @@ def test_a_host_that_places_weights_never_streams(parts, monkeypatch, caplog):
     original = BlockStreamer.__init__
     monkeypatch.setattr(BlockStreamer, "__init__", lambda self, *a, **k: (seen.append(1), original(self, *a, **k)))
     host = PlacingHost()
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         out = collect_frames(run_matte(flaky, frames, masks, OPTIONS, memory="default", host=host), 5)
     assert out.shape == (5, 48, 64) and seen == []  # neither attempt streamed
@@ -144,7 +115,7 @@ def test_a_host_that_places_weights_never_streams(parts, monkeypatch, caplog):
 
 def test_an_oom_mid_clip_resumes_without_repeating_frames(parts, reference, caplog):
     late = FailingModel(*parts, fail_on={2})  # the second window fails after frame 0 was handed out
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     handed = []
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         for i, alpha in run_matte(late, frames, masks, OPTIONS, memory="default", host=LocalHost("cpu")):
@@ -160,7 +131,7 @@ def test_an_oom_mid_clip_resumes_without_repeating_frames(parts, reference, capl
 
 def test_stopping_early_removes_the_streaming_hooks(parts):
     model = VideoMaMaModel(*parts)
-    frames, masks = _clip()
+    frames, masks = disc_clip()
     it = run_matte(model, frames, masks, OPTIONS, memory="low_vram", host=LocalHost("cpu"))
     next(it)
     assert streamer_of(model) is not None
