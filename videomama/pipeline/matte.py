@@ -30,6 +30,7 @@ from ..options import CancelFn, MatteOptions, ProgressFn
 from .geometry import Geometry, alpha_to_source, fit_geometry, frames_to_model, masks_to_model
 from .masks import MaskSequence, check_sizes
 from .schedule import FrameNoise, blend_weights, split_windows
+from .transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +135,9 @@ def _read_frames(inputs: _Inputs, indices: Sequence[int], device: torch.device) 
     mask_hw = {tuple(m.shape) for m in masks}
     if len(mask_hw) > 1:
         raise InputError(f"masks {indices[0]}..{indices[-1]} have different sizes {sorted(mask_hw)}; give masks of one size.")
-    batch = torch.stack(frames)
-    if device.type == "cuda":
-        batch = batch.pin_memory().to(device, non_blocking=True)
-    else:
-        batch = batch.to(device)
+    batch = to_device(torch.stack(frames), device)
     check_finite(batch, list(indices))
-    return batch.clamp_(0.0, 1.0), torch.stack(masks).to(device)
+    return batch.clamp_(0.0, 1.0), to_device(torch.stack(masks), device)
 
 
 def _crop(x: torch.Tensor, region: Region, source_hw: tuple[int, int]) -> torch.Tensor:
@@ -246,8 +243,11 @@ def iter_window_results(
         # Frames no later window of the run touches are settled: report them, forget their state.
         nxt = todo_windows[n + 1] if n + 1 < len(todo_windows) else None
         settled_upto = specs[nxt].frames.start if nxt is not None else win.stop
-        for i in range(reported, settled_upto):
-            yield FrameResult(i, acc.pop(i).cpu(), acc_w.pop(i), complete=i not in covered_outside)
+        settled = list(range(reported, settled_upto))
+        if settled:  # one device -> host copy (one sync) for the window, not one per frame
+            host = torch.stack([acc.pop(i) for i in settled]).cpu()
+            for j, i in enumerate(settled):
+                yield FrameResult(i, host[j], acc_w.pop(i), complete=i not in covered_outside)
         reported = max(reported, settled_upto)
         for i in [i for i in acc if i < settled_upto]:  # frames before resume_from: never reported
             del acc[i], acc_w[i]
