@@ -114,7 +114,8 @@ def _prepare(frames: Any, masks: Any, options: MatteOptions) -> _Inputs:
     num_frames = frame_count(frames, "frames")
     mask_seq = MaskSequence(masks, num_frames, options.mask_threshold)
     first = frame_at(frames, 0)
-    check_sizes(tuple(first.shape[:2]), tuple(mask_seq[0].shape))
+    # Shape only: its values are checked with its window (no host sync here on a GPU).
+    check_sizes(tuple(first.shape[:2]), tuple(mask_seq.get(0, finite_flags=[]).shape))
     return _Inputs(frames, mask_seq, num_frames, (int(first.shape[0]), int(first.shape[1])))
 
 
