@@ -129,6 +129,12 @@ class _Recorder(TorchFunctionMode):
                 return 1
             if name == "tolist":
                 return torch.ones(args[0].shape).tolist()
+            if name == "nonzero":  # data-dependent size: stand in "every element is nonzero" (index 0)
+                t = args[0]
+                idx = torch.zeros(t.numel(), device=t.device, dtype=torch.long)
+                if kwargs.get("as_tuple") or (len(args) > 1 and args[1]):
+                    return tuple(idx for _ in range(t.ndim))
+                return torch.zeros(t.numel(), t.ndim, device=t.device, dtype=torch.long)
         if name == "pin_memory":
             out = args[0].clone()
             setattr(out, _PINNED, True)
