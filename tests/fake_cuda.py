@@ -135,7 +135,11 @@ class _Recorder(TorchFunctionMode):
                 if kwargs.get("as_tuple") or (len(args) > 1 and args[1]):
                     return tuple(idx for _ in range(t.ndim))
                 return torch.zeros(t.numel(), t.ndim, device=t.device, dtype=torch.long)
+        if func in (torch.tensor, torch.as_tensor) and _names_cuda(args, kwargs):
+            self.r.h2d_blocking += 1  # built on the host, then copied (blocking) to the device
         if name == "pin_memory":
+            if args[0].device.type != "cpu":  # as real torch: only dense CPU tensors can be pinned
+                raise RuntimeError(f"cannot pin '{args[0].device}' memory: only dense CPU tensors can be pinned")
             out = args[0].clone()
             setattr(out, _PINNED, True)
             return out
