@@ -127,7 +127,8 @@ def _read_frames(inputs: _Inputs, indices: Sequence[int], device: torch.device) 
     """
     h, w = inputs.hw
     defer = device.type == "cuda"
-    frames, masks, mask_flags = [], [], []
+    frames, masks = [], []
+    mask_flags: list[torch.Tensor] = []
     for i in indices:
         frame = frame_at(inputs.frames, i)
         if tuple(frame.shape[:2]) != (h, w):
