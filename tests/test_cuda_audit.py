@@ -146,3 +146,24 @@ def test_block_streamer_pins_one_buffer_per_block(tiny_model, monkeypatch):
     assert 0 < len(pins) == len(streamer.units)
     got = unet.state_dict()
     assert all(torch.equal(got[k], v) for k, v in want.items())
+
+
+REFINER_SYNCS_PER_FRAME = 2  # the output copy, and the band's data-dependent nonzero
+
+
+@pytest.mark.parametrize("frames_on_gpu", [False, True], ids=["cpu-frames", "gpu-frames"])
+def test_refiner_on_fake_cuda(frames_on_gpu):
+    from videomama.imaging.refine import iter_refine
+
+    frames, masks = _clip(4)
+    with fake_cuda() as rec:
+        if frames_on_gpu:
+            frames, masks = rec.fake(frames, "cuda"), rec.fake(masks, "cuda")
+        rec.reset()
+        out = list(iter_refine(frames, masks, device="cuda", work_size=96))
+    assert [i for i, _ in out] == [0, 1, 2, 3]
+    assert all(a.device.type == "cpu" and tuple(a.shape) == (64, 96) for _, a in out)
+    assert rec.syncs <= REFINER_SYNCS_PER_FRAME * len(out), rec.sync_sites
+    if frames_on_gpu:  # (CPU frames are still copied from pageable memory: not yet routed via transfer.py)
+        assert rec.h2d_blocking == 0
+    assert rec.unfinished_reads == 0
