@@ -164,6 +164,5 @@ def test_refiner_on_fake_cuda(frames_on_gpu):
     assert [i for i, _ in out] == [0, 1, 2, 3]
     assert all(a.device.type == "cpu" and tuple(a.shape) == (64, 96) for _, a in out)
     assert rec.syncs <= REFINER_SYNCS_PER_FRAME * len(out), rec.sync_sites
-    if frames_on_gpu:  # (CPU frames are still copied from pageable memory: not yet routed via transfer.py)
-        assert rec.h2d_blocking == 0
+    assert rec.h2d_blocking == 0
     assert rec.unfinished_reads == 0

@@ -44,6 +44,7 @@ import torch
 
 from ..errors import Cancelled, InputError
 from ..inputs import as_tensor, frame_at, frame_count
+from ..pipeline.transfer import to_device
 from . import refine_frame as frame_stage
 from .filters import box_blur, dilate, guided_coefficients
 from .resize import resize_area
@@ -241,8 +242,8 @@ def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, tempor
             raise InputError(_non_finite(i))
         # Inputs on a GPU: their check rides on the frame's one device -> host copy below.
         finite = None if on_host else (torch.isfinite(m).all() & torch.isfinite(f).all()).to(dev)
-        img = f.to(dev).permute(2, 0, 1)[None].float().clamp(0, 1)
-        mk = (_fit_mask(m.to(dev).float(), h, w)[None, None] >= threshold).float()
+        img = to_device(f, dev).permute(2, 0, 1)[None].float().clamp(0, 1)
+        mk = (_fit_mask(to_device(m, dev).float(), h, w)[None, None] >= threshold).float()
         work = frame_stage.solve_working(img, mk, band_px, work_size)
         alpha = window(work.image, work.alpha)
         # The current frame's sure regions stay exactly sure: nothing is kept where the mask says no.
