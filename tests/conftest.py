@@ -188,3 +188,13 @@ def models(host, layouts):
     (md / "checkpoints").mkdir(parents=True)
     shutil.copy(layouts["svd_xt_single_file"], md / "checkpoints" / "svd_xt.safetensors")
     return md
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.cuda`` tests need a real GPU: skipped with one clear reason without it."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run benchmarks/gpu_check.sh on a GPU machine)")
+    for item in items:
+        if "cuda" in item.keywords and item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

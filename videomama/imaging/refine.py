@@ -44,6 +44,7 @@ import torch
 
 from ..errors import Cancelled, InputError
 from ..inputs import as_tensor, frame_at, frame_count
+from ..pipeline.transfer import to_device
 from . import refine_frame as frame_stage
 from .filters import box_blur, dilate, guided_coefficients
 from .resize import resize_area
@@ -217,6 +218,10 @@ def iter_refine(
                           dev, progress, should_cancel, start, stop)
 
 
+def _non_finite(i: int) -> str:
+    return f"frame or mask {i} contains NaN/inf values; fix the node or file that produced it."
+
+
 def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, temporal, threshold, dev,
                    progress, should_cancel, start, stop) -> Iterator[tuple[int, torch.Tensor]]:
     h, w = hw
@@ -232,26 +237,37 @@ def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, tempor
                 f"frames[{i}] is {f.shape[1]}x{f.shape[0]} but frames[0] is {w}x{h}; every frame must have the same size."
             )
         m = _matte(masks, 0 if n_masks == 1 else i, "masks")
-        if not torch.isfinite(m).all() or not torch.isfinite(f).all():
-            raise InputError(f"frame or mask {i} contains NaN/inf values; fix the node or file that produced it.")
-        img = f.to(dev).permute(2, 0, 1)[None].float().clamp(0, 1)
-        mk = (_fit_mask(m.to(dev).float(), h, w)[None, None] >= threshold).float()
+        on_host = f.device.type == "cpu" and m.device.type == "cpu"
+        if on_host and (not torch.isfinite(m).all() or not torch.isfinite(f).all()):
+            raise InputError(_non_finite(i))
+        # Inputs on a GPU: their check rides on the frame's one device -> host copy below.
+        finite = None if on_host else (torch.isfinite(m).all() & torch.isfinite(f).all()).to(dev)
+        img = to_device(f, dev).permute(2, 0, 1)[None].float().clamp(0, 1)
+        mk = (_fit_mask(to_device(m, dev).float(), h, w)[None, None] >= threshold).float()
         work = frame_stage.solve_working(img, mk, band_px, work_size)
-        if float(work.thin[0]) > THIN_WARN_SHARE and not warned and i >= start:
+        alpha = window(work.image, work.alpha)
+        # The current frame's sure regions stay exactly sure: nothing is kept where the mask says no.
+        alpha = torch.where(work.fg > 0, torch.ones_like(alpha), torch.where(work.bg > 0, torch.zeros_like(alpha), alpha))
+        if i < start:
+            if finite is not None and not bool(finite):
+                raise InputError(_non_finite(i))
+            continue
+        out = frame_stage.to_full_size(img, work, alpha)[0, 0].float()
+        # One device -> host copy (one sync) per frame: the alpha, the thin-share figure, the input check.
+        extras = [work.thin[:1].float()] + ([finite.float()[None]] if finite is not None else [])
+        host = torch.cat([out.reshape(-1), *extras]).cpu()
+        if finite is not None and float(host[-1]) < 0.5:
+            raise InputError(_non_finite(i))
+        thin_share = float(host[out.numel()])
+        if thin_share > THIN_WARN_SHARE and not warned:
             warned = True
             log.warning(
                 "frame %d: much of the mask (or of the gaps in it) is thinner than the uncertain band (%d px at "
                 "the working size, %d px in the frame; %.0f%% of a side's sure pixels come from centre lines of thin "
                 "parts). If thin parts come out wrong, lower band or raise work_size.",
-                i, work.band_px, band_px, 100 * float(work.thin[0]),
+                i, work.band_px, band_px, 100 * thin_share,
             )
-        alpha = window(work.image, work.alpha)
-        # The current frame's sure regions stay exactly sure: nothing is kept where the mask says no.
-        alpha = torch.where(work.fg > 0, torch.ones_like(alpha), torch.where(work.bg > 0, torch.zeros_like(alpha), alpha))
-        if i < start:
-            continue
-        out = frame_stage.to_full_size(img, work, alpha)
-        yield i, out[0, 0].float().cpu()
+        yield i, host[: out.numel()].view(out.shape)
         if progress is not None:
             progress(i + 1 - start, stop - start)
 

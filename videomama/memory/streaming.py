@@ -66,6 +66,29 @@ def stream_units(unet: nn.Module, granularity: str) -> list[tuple[str, nn.Module
     return units
 
 
+_PIN_ALIGN = 64  # bytes: every view starts aligned for any dtype
+
+
+def _pinned_views(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of ``tensors`` as views into ONE page-locked CPU buffer (one per streamed block).
+
+    Pinning each tensor on its own costs a host-allocator block apiece (rounded up, kept for
+    the process): 1,426 blocks made 2.84 GiB of weights take 3.66 GiB of page-locked memory.
+    """
+    sizes = [t.numel() * t.element_size() for t in tensors]
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += -(-size // _PIN_ALIGN) * _PIN_ALIGN
+    flat = torch.empty(max(total, 1), dtype=torch.uint8).pin_memory()
+    views = []
+    for t, start, size in zip(tensors, starts, sizes):
+        view = flat[start : start + size].view(t.dtype).view(t.shape)
+        view.copy_(t.data)
+        views.append(view)
+    return views
+
+
 class BlockStreamer:
     """Forward hooks that keep a UNet's blocks on ``offload_device`` and run them on ``compute_device``.
 
@@ -108,17 +131,16 @@ class BlockStreamer:
         self._placement = placement_of(self.model)
         streamed: set[int] = set()
         for _, unit in self.units:
-            entries = []
+            tensors = []
             for t in [*unit.parameters(), *unit.buffers()]:
                 if id(t) in streamed:
                     continue  # shared tensor already streamed by an earlier unit
                 streamed.add(id(t))
-                off = t.data.to(self.offload_device)
-                if pin and not off.is_pinned():
-                    off = off.pin_memory()
+                tensors.append(t)
+            offs = _pinned_views(tensors) if pin else [t.data.to(self.offload_device) for t in tensors]
+            for t, off in zip(tensors, offs):
                 t.data = off
-                entries.append((t, off))
-            self._entries.append(entries)
+            self._entries.append(list(zip(tensors, offs)))
         # Everything else lives on the compute device for the whole run.
         for m in self.model.modules():
             for store in (m._parameters, m._buffers):

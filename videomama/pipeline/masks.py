@@ -15,13 +15,20 @@ from ..inputs import as_tensor, frame_count
 log = logging.getLogger(__name__)
 
 
-def check_mask(mask: torch.Tensor, index: int, threshold: float, name: str = "masks") -> torch.Tensor:
-    """Validate one mask ((H, W), or (H, W, C) from an image file) and binarise it at ``threshold``."""
+def check_mask(mask: torch.Tensor, index: int, threshold: float, name: str = "masks",
+               finite_flags: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Validate one mask ((H, W), or (H, W, C) from an image file) and binarise it at ``threshold``.
+
+    With ``finite_flags`` the value check is left to the caller: a device flag is appended
+    instead of a host sync per mask (masks on a GPU).
+    """
     if mask.ndim == 3 and mask.shape[-1] in (1, 3, 4):
         mask = mask[..., 0] if mask.shape[-1] == 1 else mask[..., :3].mean(-1)
     if mask.ndim != 2:
         raise InputError(f"{name}[{index}] has shape {tuple(mask.shape)}; expected (height, width).")
-    if not torch.isfinite(mask).all():
+    if finite_flags is not None:
+        finite_flags.append(torch.isfinite(mask).all())
+    elif not torch.isfinite(mask).all():
         raise InputError(f"{name}[{index}] contains NaN or infinite values; fix the node or file that produced it.")
     return (mask > threshold).float()
 
@@ -46,8 +53,12 @@ class MaskSequence(Sequence):
         return self._num_frames
 
     def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        return self.get(index)
+
+    def get(self, index: int, finite_flags: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Mask ``index``, binarised; ``finite_flags``: see :func:`check_mask`."""
         raw = self._masks[0 if self._broadcast else index]
-        return check_mask(as_tensor(raw, f"{self._name}[{index}]"), index, self._threshold, self._name)
+        return check_mask(as_tensor(raw, f"{self._name}[{index}]"), index, self._threshold, self._name, finite_flags)
 
 
 def check_sizes(frame_hw: tuple[int, ...], mask_hw: tuple[int, ...], name: str = "masks") -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -30,6 +30,7 @@ from ..options import CancelFn, MatteOptions, ProgressFn
 from .geometry import Geometry, alpha_to_source, fit_geometry, frames_to_model, masks_to_model
 from .masks import MaskSequence, check_sizes
 from .schedule import FrameNoise, blend_weights, split_windows
+from .transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,17 @@ class _Inputs:
     masks: MaskSequence
     num_frames: int
     hw: tuple[int, int]
+    # On a GPU the value checks of frames and masks wait for the window's one device -> host
+    # copy: (per-frame finite flags on the device, frame indices, what they check).
+    deferred: list[tuple[torch.Tensor, list[int], str]] = field(default_factory=list)
 
 
 def _prepare(frames: Any, masks: Any, options: MatteOptions) -> _Inputs:
     num_frames = frame_count(frames, "frames")
     mask_seq = MaskSequence(masks, num_frames, options.mask_threshold)
     first = frame_at(frames, 0)
-    check_sizes(tuple(first.shape[:2]), tuple(mask_seq[0].shape))
+    # Shape only: its values are checked with its window (no host sync here on a GPU).
+    check_sizes(tuple(first.shape[:2]), tuple(mask_seq.get(0, finite_flags=[]).shape))
     return _Inputs(frames, mask_seq, num_frames, (int(first.shape[0]), int(first.shape[1])))
 
 
@@ -121,7 +126,9 @@ def _read_frames(inputs: _Inputs, indices: Sequence[int], device: torch.device) 
     so a GPU run spends almost no CPU time per frame.
     """
     h, w = inputs.hw
+    defer = device.type == "cuda"
     frames, masks = [], []
+    mask_flags: list[torch.Tensor] = []
     for i in indices:
         frame = frame_at(inputs.frames, i)
         if tuple(frame.shape[:2]) != (h, w):
@@ -130,17 +137,42 @@ def _read_frames(inputs: _Inputs, indices: Sequence[int], device: torch.device) 
                 "all frames of a clip must have one size."
             )
         frames.append(frame)
-        masks.append(inputs.masks[i])
+        masks.append(inputs.masks.get(i, mask_flags if defer else None))
     mask_hw = {tuple(m.shape) for m in masks}
     if len(mask_hw) > 1:
         raise InputError(f"masks {indices[0]}..{indices[-1]} have different sizes {sorted(mask_hw)}; give masks of one size.")
-    batch = torch.stack(frames)
-    if device.type == "cuda":
-        batch = batch.pin_memory().to(device, non_blocking=True)
+    batch = to_device(torch.stack(frames), device)
+    if defer:
+        inputs.deferred.append((torch.isfinite(batch).flatten(1).all(dim=1), list(indices), "frames"))
+        inputs.deferred.append((to_device(torch.stack(mask_flags), device), list(indices), "masks"))
     else:
-        batch = batch.to(device)
-    check_finite(batch, list(indices))
-    return batch.clamp_(0.0, 1.0), torch.stack(masks).to(device)
+        check_finite(batch, list(indices))
+    return batch.clamp_(0.0, 1.0), to_device(torch.stack(masks), device)
+
+
+def _to_host(inputs: _Inputs, alphas: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Settled alphas to the host and the deferred input checks, in ONE device -> host copy
+    (one sync per window on a GPU)."""
+    flags = [flag.reshape(-1).to(torch.float32) for flag, _, _ in inputs.deferred]
+    if not alphas and not flags:
+        return []
+    shapes = [a.shape for a in alphas]
+    parts = [a.reshape(-1).to(torch.float32) for a in alphas] + flags
+    host = torch.cat(parts).cpu()
+    offset = 0
+    out = []
+    for shape in shapes:
+        n = shape.numel()
+        out.append(host[offset : offset + n].view(shape))
+        offset += n
+    for _, indices, name in inputs.deferred:
+        ok = host[offset : offset + len(indices)]
+        offset += len(indices)
+        bad = [i for i, v in zip(indices, ok.tolist()) if v < 0.5]
+        if bad:
+            raise InputError(f"{name}[{bad[0]}] contains NaN or infinite values; fix the node or file that produced it.")
+    inputs.deferred.clear()
+    return out
 
 
 def _crop(x: torch.Tensor, region: Region, source_hw: tuple[int, int]) -> torch.Tensor:
@@ -246,8 +278,10 @@ def iter_window_results(
         # Frames no later window of the run touches are settled: report them, forget their state.
         nxt = todo_windows[n + 1] if n + 1 < len(todo_windows) else None
         settled_upto = specs[nxt].frames.start if nxt is not None else win.stop
-        for i in range(reported, settled_upto):
-            yield FrameResult(i, acc.pop(i).cpu(), acc_w.pop(i), complete=i not in covered_outside)
+        settled = list(range(reported, settled_upto))
+        host = _to_host(inputs, [acc.pop(i) for i in settled])  # one sync for the window
+        for j, i in enumerate(settled):
+            yield FrameResult(i, host[j], acc_w.pop(i), complete=i not in covered_outside)
         reported = max(reported, settled_upto)
         for i in [i for i in acc if i < settled_upto]:  # frames before resume_from: never reported
             del acc[i], acc_w[i]

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .attention import use_chunked_attention
 from .temporal_decode import decode_chunk
+from .transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class VideoMaMaModel(nn.Module):
             )
         self.unet = unet
         self.vae = vae
+        # Temporal attention's batch grows with pixels; chunked, it stays under CUDA's grid limit.
+        use_chunked_attention(unet)
 
     @property
     def compute_device(self) -> torch.device:
@@ -74,18 +78,21 @@ class VideoMaMaModel(nn.Module):
         dist = self.vae.encode(pixels.to(self.compute_device, vae_dtype)).latent_dist
         if eps is None:
             return dist.mean
-        return dist.mean + dist.std * eps.to(dist.mean.device, dist.mean.dtype)
+        return dist.mean + dist.std * to_device(eps, dist.mean.device, dist.mean.dtype)
 
     @torch.no_grad()
     def denoise(self, frame_latents: torch.Tensor, mask_latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """One UNet step on a window: three (T, 4, h, w) tensors -> predicted latents (T, 4, h, w)."""
         device, dtype = self.compute_device, self.compute_dtype
-        sample = torch.cat([noise.to(device, dtype), frame_latents.to(dtype), mask_latents.to(dtype)], dim=1)
+        sample = torch.cat([to_device(noise, device, dtype), frame_latents.to(dtype), mask_latents.to(dtype)], dim=1)
         cross_dim = self.unet.config.cross_attention_dim
         # The official pipeline computes a CLIP embedding and then zeroes it: zeros are the input.
         context = torch.zeros(1, 1, cross_dim, device=device, dtype=dtype)
-        time_ids = torch.tensor([ADDED_TIME_IDS], device=device, dtype=dtype)
-        timestep = torch.tensor([TIMESTEP], device=device, dtype=torch.long)
+        # Filled on the device: torch.tensor(..., device=cuda) would be a blocking host copy.
+        time_ids = torch.empty(1, len(ADDED_TIME_IDS), device=device, dtype=dtype)
+        for k, value in enumerate(ADDED_TIME_IDS):
+            time_ids[0, k] = value
+        timestep = torch.full((1,), TIMESTEP, device=device, dtype=torch.long)
         out = self.unet(sample[None], timestep, context, added_time_ids=time_ids, return_dict=False)[0]
         return out[0]
 
