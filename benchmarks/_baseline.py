@@ -27,7 +27,7 @@ def load_refine(rev: str = DEFAULT_REV) -> ModuleType:
     name = f"videomama_{sha}"
     root = Path(tempfile.gettempdir()) / "videomama_baselines"
     pkg = root / name
-    if not (pkg / "refine.py").exists():
+    if not pkg.exists():
         blob = subprocess.run(["git", "-C", str(REPO), "archive", sha, "videomama"], check=True,
                               capture_output=True).stdout
         tmp = root / f".{name}.tmp"
@@ -38,4 +38,6 @@ def load_refine(rev: str = DEFAULT_REV) -> ModuleType:
         tmp.rmdir()
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    return importlib.import_module(f"{name}.refine")
+    # The refiner moved from videomama/refine.py to videomama/imaging/refine.py.
+    sub = "refine" if (pkg / "refine.py").exists() else "imaging.refine"
+    return importlib.import_module(f"{name}.{sub}")
