@@ -118,19 +118,29 @@ def test_template_browser_lists_the_canvas_workflows_with_thumbnails(server, bro
     listed = server.get("/workflow_templates")
     assert sorted(listed[PACK]) == sorted(NAMES)  # the API files in workflows/api/ are not templates
     browser.command("Comfy.BrowseTemplates")
-    browser.wait_for("document.querySelector('.p-dialog li.p-listbox-option')", 30, "the template browser")
-    browser.js("[...document.querySelectorAll('.p-dialog li.p-listbox-option')]"
-               ".find(e => e.innerText.trim() === arguments[0]).click()", PACK)
-    browser.wait_for(f"document.querySelectorAll('.p-dialog [data-testid^=\"template-workflow-\"]').length == "
-                     f"{len(NAMES)}", 30, "our templates")
-    time.sleep(1.0)
-    browser.screenshot(shots / "template_browser.png")
-    cards = browser.js("return [...document.querySelectorAll('.p-dialog [data-testid^=\"template-workflow-\"]')]"
-                       ".map(c => [c.dataset.testid.slice(18), (c.querySelector('img') || {}).naturalWidth || 0])")
-    assert sorted(c[0] for c in cards) == sorted(NAMES)
-    assert all(width > 0 for _name, width in cards), f"a thumbnail did not load: {cards}"
-    browser.js("document.querySelector('.p-dialog button[aria-label]')?.click()")
-    browser.js("window.app.extensionManager.dialog?.closeDialog?.()")
+    try:
+        browser.wait_for("document.querySelector('.p-dialog li.p-listbox-option')", 30, "the template browser")
+        options = browser.js("return [...document.querySelectorAll('.p-dialog li.p-listbox-option')]"
+                             ".map(e => e.innerText.trim())")
+        assert PACK in options, f"the template browser does not list the pack: {options}"
+        browser.js("[...document.querySelectorAll('.p-dialog li.p-listbox-option')]"
+                   ".find(e => e.innerText.trim() === arguments[0]).click()", PACK)
+        cards_js = ("return [...document.querySelectorAll('.p-dialog [data-testid^=\"template-workflow-\"]')]"
+                    ".map(c => [c.dataset.testid.slice(18), (c.querySelector('img') || {}).naturalWidth || 0])")
+        try:
+            browser.wait_for(f"document.querySelectorAll('.p-dialog [data-testid^=\"template-workflow-\"]').length == "
+                             f"{len(NAMES)}", 30, "our templates")
+        except TimeoutError as exc:
+            browser.screenshot(shots / "template_browser_timeout.png")
+            raise AssertionError(f"{exc}; cards shown: {browser.js(cards_js)}") from None
+        time.sleep(1.0)
+        browser.screenshot(shots / "template_browser.png")
+        cards = browser.js(cards_js)
+        assert sorted(c[0] for c in cards) == sorted(NAMES)
+        assert all(width > 0 for _name, width in cards), f"a thumbnail did not load: {cards}"
+    finally:  # a failure here must not leave the dialog over the canvas for the tests after it
+        browser.js("document.querySelector('.p-dialog button[aria-label]')?.click()")
+        browser.js("window.app.extensionManager.dialog?.closeDialog?.()")
 
 
 @pytest.mark.parametrize("name", NAMES)
