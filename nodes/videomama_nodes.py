@@ -49,11 +49,15 @@ class LoadVideoMaMa(io.ComfyNode):
     def execute(cls, unet: str, vae: str, precision: str = "auto") -> io.NodeOutput:
         from ..videomama.pipeline.model import VideoMaMaModel as Model
         from ..videomama.weights.checkpoints import load_unet, load_vae
+        from ..videomama.weights.precision import upcast_vae
 
         unet_path = host.resolve_choice(unet, "unet")
         vae_path = host.resolve_choice(vae, "vae")
-        unet_dtype, vae_dtype = host.model_dtypes(precision, host.torch_device())
-        model = Model(load_unet(unet_path, unet_dtype), load_vae(vae_path, vae_dtype))
+        device = host.torch_device()
+        unet_dtype, vae_dtype = host.model_dtypes(precision, device)
+        vae_model = upcast_vae(load_vae(vae_path, vae_dtype), device)  # fp16 asked: SVD's VAE wants bf16/fp32
+        vae_dtype = vae_model.decoder.conv_in.weight.dtype
+        model = Model(load_unet(unet_path, unet_dtype), vae_model)
         hosted = host.host_model(
             model, streamable=True, description=f"VideoMaMa {unet} + {vae} ({unet_dtype}, VAE {vae_dtype})",
             unet=unet, vae=vae, unet_dtype=unet_dtype, vae_dtype=vae_dtype,

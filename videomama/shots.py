@@ -139,7 +139,8 @@ def load_engine(settings: ShotSettings) -> Engine:
     from .weights.checkpoints import load_model
 
     dtype = resolve_dtype(settings.precision, device)
-    return Engine(settings, device, load_model(settings.unet, settings.vae, dtype=dtype, device="cpu"))
+    return Engine(settings, device, load_model(settings.unet, settings.vae, dtype=dtype, device="cpu",
+                                                    compute_device=device))
 
 
 def _warn_unused(settings: ShotSettings) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..errors import Cancelled, InputError
+from ..errors import Cancelled, InputError, VideoMaMaError
 from ..inputs import check_finite, frame_at, frame_count
 from ..options import CancelFn, MatteOptions, ProgressFn
 from .geometry import Geometry, alpha_to_source, fit_geometry, frames_to_model, masks_to_model
@@ -150,9 +150,11 @@ def _read_frames(inputs: _Inputs, indices: Sequence[int], device: torch.device) 
     return batch.clamp_(0.0, 1.0), to_device(torch.stack(masks), device)
 
 
-def _to_host(inputs: _Inputs, alphas: list[torch.Tensor]) -> list[torch.Tensor]:
+def _to_host(inputs: _Inputs, alphas: list[torch.Tensor], frames: Sequence[int] = (),
+             dtype: torch.dtype | None = None) -> list[torch.Tensor]:
     """Settled alphas to the host and the deferred input checks, in ONE device -> host copy
-    (one sync per window on a GPU)."""
+    (one sync per window on a GPU). A non-finite alpha (half-precision overflow: PNG writing
+    would silently turn it into 0) is checked on the host copy and raised as one line."""
     flags = [flag.reshape(-1).to(torch.float32) for flag, _, _ in inputs.deferred]
     if not alphas and not flags:
         return []
@@ -165,6 +167,12 @@ def _to_host(inputs: _Inputs, alphas: list[torch.Tensor]) -> list[torch.Tensor]:
         n = shape.numel()
         out.append(host[offset : offset + n].view(shape))
         offset += n
+    if offset and not bool(torch.isfinite(host[:offset]).all()):  # host memory: no device sync
+        frame = next((i for i, a in zip(frames, out) if not bool(torch.isfinite(a).all())), "?")
+        inputs.deferred.clear()
+        raise VideoMaMaError(f"the model's alpha of frame {frame} is NaN or infinite in {str(dtype or 'this precision').removeprefix('torch.')}: "
+                             "the weights overflow at this precision; run with --precision fp32 or bf16 "
+                             "(LoadVideoMaMa: precision fp32 or bf16).")
     for _, indices, name in inputs.deferred:
         ok = host[offset : offset + len(indices)]
         offset += len(indices)
@@ -279,7 +287,7 @@ def iter_window_results(
         nxt = todo_windows[n + 1] if n + 1 < len(todo_windows) else None
         settled_upto = specs[nxt].frames.start if nxt is not None else win.stop
         settled = list(range(reported, settled_upto))
-        host = _to_host(inputs, [acc.pop(i) for i in settled])  # one sync for the window
+        host = _to_host(inputs, [acc.pop(i) for i in settled], settled, getattr(model, "compute_dtype", None))
         for j, i in enumerate(settled):
             yield FrameResult(i, host[j], acc_w.pop(i), complete=i not in covered_outside)
         reported = max(reported, settled_upto)

@@ -37,6 +37,7 @@ from ..weights.files import (
     open_tensor_file,
     unwrap_state_dict,
 )
+from ..weights.precision import native_bf16
 from .available import require_sam2
 from .configs import as_model_config, build_sam2_predictor, builtin_config_name, sam2_model_config
 
@@ -245,8 +246,7 @@ def compute_dtype(device: torch.device, requested: torch.dtype | None) -> torch.
         return torch.float32
     if requested is not None:
         return requested
-    major, _minor = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float32
+    return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
 @dataclass

@@ -414,9 +414,16 @@ def load_model(
     vae_path: str | os.PathLike[str],
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    compute_device: torch.device | str | None = None,
 ):
-    """Load both parts into a :class:`~videomama.pipeline.model.VideoMaMaModel` on ``device``."""
-    from ..pipeline.model import VideoMaMaModel
+    """Load both parts into a :class:`~videomama.pipeline.model.VideoMaMaModel` on ``device``.
 
-    model = VideoMaMaModel(load_unet(unet_path, dtype), load_vae(vae_path, dtype))
+    compute_device: where the model will run (default ``device``); an fp16 VAE whose config
+    asks for ``force_upcast`` is loaded in bf16 or fp32 for it (:mod:`.precision`).
+    """
+    from ..pipeline.model import VideoMaMaModel
+    from .precision import upcast_vae
+
+    vae = upcast_vae(load_vae(vae_path, dtype), compute_device if compute_device is not None else device)
+    model = VideoMaMaModel(load_unet(unet_path, dtype), vae)
     return model.to(device)
