@@ -166,3 +166,25 @@ def test_refiner_on_fake_cuda(frames_on_gpu):
     assert rec.syncs <= REFINER_SYNCS_PER_FRAME * len(out), rec.sync_sites
     assert rec.h2d_blocking == 0
     assert rec.unfinished_reads == 0
+
+
+def test_compositing_on_fake_cuda():
+    """AlphaComposite's library path on GPU-resident inputs (ComfyUI --gpu-only): the CPU-made
+    background moves without a blocking copy (once, not once per frame), the colour estimate
+    (CPU by contract) meets a GPU matte without device mixing, and the only host syncs are the
+    two hand-overs to the CPU."""
+    from videomama.imaging.composite import composite, estimate_foreground, prepare_background, to_rgba
+
+    frames, masks = _clip(3)
+    with fake_cuda() as rec:
+        fg, alpha = rec.fake(frames, "cuda"), rec.fake(masks, "cuda")
+        rec.reset()
+        bg = prepare_background("checkerboard", 3, 64, 96)  # made on the CPU, as the node does
+        out = composite(fg, alpha, bg)
+        assert rec.syncs == 0 and rec.h2d_blocking == 0 and rec.h2d_nonblocking == 1, rec.sync_sites
+        colour = estimate_foreground(fg, alpha)
+        rgba = to_rgba(colour, alpha)
+    assert out.device.type == "cuda" and tuple(out.shape) == (3, 64, 96, 3)
+    assert colour.device.type == "cpu" and tuple(rgba.shape) == (3, 64, 96, 4)
+    assert rec.syncs <= 2, rec.sync_sites
+    assert rec.h2d_blocking == 0

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..errors import Cancelled, InputError
 from ..inputs import as_tensor
+from ..pipeline.transfer import to_device
 from .filters import box_blur
 from .resize import resize
 
@@ -112,7 +113,16 @@ def broadcast_frames(x: torch.Tensor, count: int, name: str) -> torch.Tensor:
     )
 
 
+def _on(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device`` without a blocking copy; a frame broadcast over a clip (stride 0)
+    moves once, not once per frame."""
+    if x.device != device and x.dim() > 0 and x.shape[0] > 1 and x.stride(0) == 0:
+        return to_device(x[:1], device).expand(x.shape)
+    return to_device(x, device)
+
+
 def _match_count_and_size(images: torch.Tensor, alpha: torch.Tensor, img_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    alpha = _on(alpha, images.device)  # a CPU matte with GPU frames (ComfyUI --gpu-only), or the reverse
     count = max(images.shape[0], alpha.shape[0])
     images = broadcast_frames(images, count, img_name)
     alpha = broadcast_frames(alpha, count, "alpha")
@@ -165,8 +175,7 @@ def composite(fg: Any, alpha: Any, bg: Any, premultiplied: bool = False) -> torc
     :func:`prepare_background`). Returns (T, H, W, 3) float32, clamped to [0, 1].
     """
     f, a = _match_count_and_size(_images(fg, "fg"), _alphas(alpha), "fg")
-    b = _images(bg, "bg").to(f.device)
-    a = a.to(f.device)
+    b = _on(_images(bg, "bg"), f.device)
     count = max(f.shape[0], b.shape[0])
     f, a, b = broadcast_frames(f, count, "fg"), broadcast_frames(a, count, "alpha"), broadcast_frames(b, count, "bg")
     if tuple(b.shape[1:3]) != tuple(f.shape[1:3]):
