@@ -188,3 +188,43 @@ def test_compositing_on_fake_cuda():
     assert colour.device.type == "cpu" and tuple(rgba.shape) == (3, 64, 96, 4)
     assert rec.syncs <= 2, rec.sync_sites
     assert rec.h2d_blocking == 0
+
+
+@pytest.mark.slow
+def test_real_size_model_on_fake_cuda_at_2048():
+    """The real VideoMaMa UNet and SVD VAE (configs of the release, weights made inside the fake
+    mode: no memory, no compute) in fp16 at 2048x1152, the size where plain temporal attention
+    would pass CUDA's 65,535 grid limit: one sync per window, no blocking copy, every attention
+    call under the limit, with the UNet in fp16 and the VAE in bf16 (as force_upcast gives on sm80+)."""
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+
+    from videomama.pipeline.model import VideoMaMaModel
+    from videomama.weights.checkpoints import SVD_VAE_CONFIG
+    from videomama.weights.configs import VIDEOMAMA_UNET_CONFIG
+
+    frames, masks = torch.rand(6, 1152, 2048, 3), torch.zeros(6, 1152, 2048)
+    masks[:, 300:900, 600:1400] = 1.0
+    vae_dtype = torch.bfloat16  # what vae_dtype_for(fp16) gives on sm80+ GPUs (tests/test_precision.py)
+    with fake_cuda() as rec:
+        before = torch.get_default_dtype()
+        try:  # made in place on the fake GPU: converting fake parameters with .to() is not supported
+            with torch.device("cuda"):
+                torch.set_default_dtype(torch.float16)
+                unet = UNetSpatioTemporalConditionModel(**VIDEOMAMA_UNET_CONFIG)
+                torch.set_default_dtype(vae_dtype)
+                vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG)
+        finally:
+            torch.set_default_dtype(before)
+        for module in (*unet.modules(), *vae.modules()):  # AlphaBlender's torch.Tensor([x]) ignores the device
+            for name, p in module._parameters.items():
+                if p is not None and p.device.type == "cpu":
+                    module._parameters[name] = torch.nn.Parameter(p.to("cuda"), requires_grad=False)
+        model = VideoMaMaModel(unet, vae)
+        rec.reset()
+        results = list(iter_matte(model, frames, masks, MatteOptions(resolution=2048, window=4, overlap=2)))
+    assert vae.decoder.conv_in.weight.dtype == torch.bfloat16 and unet.conv_in.weight.dtype == torch.float16
+    assert [i for i, _ in results] == list(range(6)) and tuple(results[0][1].shape) == (1152, 2048)
+    windows = 2
+    assert rec.syncs <= SYNCS_PER_WINDOW * windows, rec.sync_sites
+    assert rec.h2d_blocking == 0 and rec.unfinished_reads == 0
+    assert max(rec.attention_batches) <= MAX_ATTENTION_BATCH
