@@ -13,9 +13,11 @@ from comfy_api.latest import ComfyExtension, io
 from . import host
 from .composite_nodes import AlphaComposite
 from .sam2_nodes import LoadSAM2, SAM2MatteTrack
+from .save_nodes import SaveMatteSequence
 from .videomama_nodes import LoadVideoMaMa, MaskToMatte
 
-NODES: tuple[type[io.ComfyNode], ...] = (LoadVideoMaMa, MaskToMatte, LoadSAM2, SAM2MatteTrack, AlphaComposite)
+NODES: tuple[type[io.ComfyNode], ...] = (LoadVideoMaMa, MaskToMatte, LoadSAM2, SAM2MatteTrack, AlphaComposite,
+                                        SaveMatteSequence)
 
 
 class VideoMaMaExtension(ComfyExtension):

@@ -46,6 +46,9 @@ def _refine(frames: torch.Tensor, masks: torch.Tensor, options: MatteOptions) ->
     from ..videomama.imaging.refine import refine_clip
 
     log.info("MaskToMatte: no VideoMaMa model connected; using the weight-free refiner.")
+    if options.crop != "off":
+        log.warning("MaskToMatte: crop '%s' does nothing without a model (the weight-free refiner works at full "
+                    "resolution); set crop to off or connect LoadVideoMaMa.", options.crop)
     progress, cancel = host.progress_and_cancel(frames.shape[0])
     with host.interruptible():
         return refine_clip(frames, masks, threshold=options.mask_threshold, work_size=options.resolution,

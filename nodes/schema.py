@@ -38,9 +38,10 @@ SEED_CONTROL: Any = seed_control()
 
 
 def node_schema(node_id: str, display_name: str, description: str, inputs: list, outputs: list,
-                search_aliases: tuple[str, ...] = ()) -> io.Schema:
-    """The schema of one of our nodes; ``search_aliases`` are passed where the host supports them."""
+                search_aliases: tuple[str, ...] = (), output_node: bool = False) -> io.Schema:
+    """The schema of one of our nodes; ``search_aliases`` are passed where the host supports them.
+    output_node: the node writes files (ComfyUI runs it even when nothing consumes its outputs)."""
     fields = {f.name for f in dataclasses.fields(io.Schema)}
     extra: dict[str, Any] = {"search_aliases": list(search_aliases)} if "search_aliases" in fields else {}
     return io.Schema(node_id=node_id, display_name=display_name, category=CATEGORY, description=description,
-                     inputs=inputs, outputs=outputs, **extra)
+                     inputs=inputs, outputs=outputs, is_output_node=output_node, **extra)

@@ -10,7 +10,15 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..videomama.options import DEFAULT_OVERLAP, DEFAULT_RESOLUTION, DEFAULT_SEED, DEFAULT_WINDOW, MatteOptions
+from ..videomama.options import (
+    CROP_MODES,
+    DEFAULT_CROP,
+    DEFAULT_OVERLAP,
+    DEFAULT_RESOLUTION,
+    DEFAULT_SEED,
+    DEFAULT_WINDOW,
+    MatteOptions,
+)
 from . import host, matting
 from .convert import image_rgb, mask_batch
 from .schema import SEED_CONTROL, SEED_MAX, VideoMaMaModel, node_schema
@@ -111,6 +119,10 @@ class MaskToMatte(io.ComfyNode):
                     "After VideoMaMa, add full-resolution edge detail from the source frames when they are larger "
                     "than 'resolution' (e.g. 4K at 1024): a guided-filter detail transfer that only changes the "
                     "soft edge. Off: plain upsampling of the model's matte.")),
+                io.Combo.Input("crop", options=list(CROP_MODES), default=DEFAULT_CROP, optional=True, tooltip=(
+                    "auto: per window, VideoMaMa processes only the padded box around the subject's masks at "
+                    "'resolution', so a small subject in a large frame gets the model's full detail (alpha is 0 "
+                    "outside the box). off: whole frames, as the official pipeline. Not used without a model.")),
             ],
             outputs=[
                 io.Mask.Output("alpha", display_name="alpha", tooltip=(
@@ -132,10 +144,10 @@ class MaskToMatte(io.ComfyNode):
     def execute(cls, images: torch.Tensor, masks: torch.Tensor, resolution: int = DEFAULT_RESOLUTION,
                 window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP, seed: int = DEFAULT_SEED,
                 mask_threshold: float = 0.5, posterior: str = "sample", model: host.HostedModel | None = None,
-                detail_pass: bool = False) -> io.NodeOutput:
+                detail_pass: bool = False, crop: str = DEFAULT_CROP) -> io.NodeOutput:
         options = MatteOptions(
             resolution=int(resolution), window=int(window), overlap=int(overlap), seed=int(seed) % 2**63,
-            posterior=posterior, mask_threshold=float(mask_threshold),
+            posterior=posterior, mask_threshold=float(mask_threshold), crop=crop,
         )
         out = matting.matte(image_rgb(images, "images"), mask_batch(masks, "masks"), options, model,
                             bool(detail_pass))

@@ -285,6 +285,31 @@ def folders(host: Host) -> dict:
             fp.get_folder_paths("diffusion_models")}
 
 
+def save_paths(host: Host) -> dict:
+    """get_save_image_path's counter over names a sequence writer leaves, and a prefix that
+    leaves the output folder."""
+    import os
+    import tempfile
+
+    fp = host.folder_paths
+    seen = []
+    with tempfile.TemporaryDirectory() as out:
+        out = os.path.realpath(out)
+        for files in ([], ["matte_00001_.1001.png"], ["matte_00003_.1001.png", "matte_00007.png", "matte_x_.png",
+                      "other_00009_.png", "matte_5"], ["matte_00012_.0001.exr"]):
+            for name in files:
+                os.makedirs(os.path.join(out, "vm"), exist_ok=True)
+                open(os.path.join(out, "vm", name), "w").close()
+            folder, filename, counter, subfolder, _prefix = fp.get_save_image_path("vm/matte", out)
+            seen.append([os.path.relpath(folder, out), filename, counter, subfolder])
+        try:
+            fp.get_save_image_path("../escape/matte", out)
+            escaped = "allowed"
+        except Exception:
+            escaped = "refused"
+    return {"after_each": seen, "outside_output_folder": escaped}
+
+
 def devices(host: Host) -> dict:
     """With --cpu: where models compute and wait, and the dtypes 'auto' gets on the CPU."""
     mm = host.mm
@@ -308,6 +333,7 @@ def devices(host: Host) -> dict:
 SCENARIOS: dict[str, Callable[[Host], Any]] = {
     "devices": devices, "budgets": budgets, "eviction": eviction, "weak_reference": weak_reference,
     "placement": placement, "progress": progress, "interrupts": interrupts, "folders": folders,
+    "save_paths": save_paths,
 }
 
 

@@ -93,13 +93,17 @@ class _Locked(type):
         raise AttributeError(f"cannot set '{name}' on {cls.__name__}: V3 nodes run on a locked class clone")
 
 
-def run_node(cls: type, **inputs: Any) -> tuple:
-    """Run a node as ComfyUI's executor does; returns its outputs."""
+def run_node_output(cls: type, **inputs: Any) -> Any:
+    """Run a node as ComfyUI's executor does; returns its NodeOutput (outputs and ``ui``)."""
     meta = type(f"Locked{type(cls).__name__}", (_Locked, type(cls)), {})
     clone = meta(f"{cls.__name__}Clone", (cls,), {})
     with torch.inference_mode():
-        out = clone.EXECUTE_NORMALIZED(**inputs)
-    return tuple(out.args)
+        return clone.EXECUTE_NORMALIZED(**inputs)
+
+
+def run_node(cls: type, **inputs: Any) -> tuple:
+    """Run a node as ComfyUI's executor does; returns its outputs."""
+    return tuple(run_node_output(cls, **inputs).args)
 
 
 def our_object_info() -> dict[str, dict[str, Any]]:

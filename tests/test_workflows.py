@@ -20,7 +20,7 @@ from workflow_examples import build
 
 EXPECTED = {"matte_video_with_mask_video", "matte_video_core_nodes", "sam2_track_matte_composite",
             "svd_generate_track_matte_composite"}
-OUR_TYPES = {"LoadVideoMaMa", "MaskToMatte", "LoadSAM2", "SAM2MatteTrack", "AlphaComposite"}
+OUR_TYPES = {"LoadVideoMaMa", "MaskToMatte", "LoadSAM2", "SAM2MatteTrack", "AlphaComposite", "SaveMatteSequence"}
 
 
 @pytest.fixture(scope="module")

@@ -58,8 +58,9 @@ def mask_video(schemas: dict[str, dict[str, Any]]) -> Workflow:
         "**Needs**\n" + WEIGHTS_VIDEOMAMA +
         f"- **Inputs** in `ComfyUI/input/`: the clip `{VIDEO}` and its mask video `{MASK_VIDEO}` "
         "(white = subject, one mask per frame)\n\n"
-        "**Run**: pick your files in the two Load Video nodes and press Run. The RGBA PNGs (straight alpha) "
-        "go to `ComfyUI/output/videomama/`.\n\n"
+        "**Run**: pick your files in the two Load Video nodes and press Run. The alpha and RGBA (straight) "
+        "sequences, 16-bit PNGs numbered from frame 1001 (`format` exr for float EXR), go to "
+        "`ComfyUI/output/videomama/`.\n\n"
         "Lower `resolution` (e.g. 512) for a quick look; 1024 is the model's native size.",
         pos=(0, 0), size=(NOTE_W, 520))
     video = w.add("LoadVideo", {"file": VIDEO}, pos=(x[0], 0), size=(320, 330), title="Load video")
@@ -73,8 +74,8 @@ def mask_video(schemas: dict[str, dict[str, Any]]) -> Workflow:
                    size=(320, 110))
     w.nodes[matte - 1].links["model"] = (loader, 0)
     w.group("Step 2 - Matte with VideoMaMa", "matte", [loader, matte])
-    save = w.add("SaveImage", {"filename_prefix": "videomama/rgba"}, {"images": (matte, 1)}, pos=(x[5], 0),
-                 size=(420, 330), title="Save RGBA PNGs")
+    save = w.add("SaveMatteSequence", {"filename_prefix": "videomama/matte", "format": "png16", "first_frame": 1001},
+                 {"alpha": (matte, 0), "rgba": (matte, 1)}, pos=(x[5], 0), size=(420, 330))
     preview = w.add("PreviewImage", links={"images": (matte, 2)}, pos=(x[5], 440), size=(420, 330),
                     title="Preview (checkerboard)")
     w.group("Step 3 - Save", "output", [save, preview])

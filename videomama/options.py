@@ -37,6 +37,10 @@ DEFAULT_SEED = 42  # official default seed
 DECODE_CHUNK = 8  # the temporal decoder sees 8-frame chunks in the official pipeline
 
 
+CROP_MODES = ("off", "auto")
+DEFAULT_CROP = "off"  # whole frames: what the official pipeline does (BENCHMARKS.md, "Subject crop")
+
+
 @dataclass(frozen=True)
 class MatteOptions:
     """How one clip is matted.
@@ -50,6 +54,9 @@ class MatteOptions:
         'mean' uses its mean (deterministic, the parity reference).
     mask_threshold: source masks are binarised at this level before resizing.
     decode_chunk: frames the temporal decoder sees at once (8 as trained/officially used).
+    crop: 'off' processes whole frames (the official behaviour); 'auto' processes, per window,
+        the padded box around the subject's masks at ``resolution`` (more model pixels on a
+        small subject; alpha 0 outside the box; see :mod:`videomama.pipeline.crop`).
     """
 
     resolution: int = DEFAULT_RESOLUTION
@@ -59,6 +66,7 @@ class MatteOptions:
     posterior: Posterior = "sample"
     mask_threshold: float = 0.5
     decode_chunk: int = DECODE_CHUNK
+    crop: str = DEFAULT_CROP
 
     def __post_init__(self) -> None:
         if not 64 <= self.resolution <= 8192:
@@ -81,5 +89,7 @@ class MatteOptions:
             )
         if self.decode_chunk < 1:
             raise InputError(f"decode_chunk={self.decode_chunk} must be at least 1 (8 as trained).")
+        if self.crop not in CROP_MODES:
+            raise InputError(f"crop={self.crop!r} must be one of {', '.join(CROP_MODES)}.")
         if not 0 <= self.seed < 2**63:
             raise InputError(f"seed={self.seed} must be between 0 and 2**63-1.")

@@ -11,6 +11,7 @@ same files from the same settings:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .errors import InputError
+from .inputs import frame_at
 from .options import MatteOptions, ProgressFn, parse_dtype
 
 if TYPE_CHECKING:
@@ -235,6 +237,10 @@ def _refine_without_weights(frames: Any, masks: Any, options: MatteOptions, prog
     """The weight-free path, streamed: each frame is read, refined and handed out in turn
     (memory flat in the clip's length; the refiner looks back a few frames at most)."""
     from .imaging.refine import iter_refine
+
+    if options.crop != "off" and start == 0:
+        log.warning("--crop %s does nothing without --unet and --vae: the weight-free refiner works at full "
+                    "resolution anyway; leave --crop out.", options.crop)
     from .inputs import frame_at, frame_count
     from .pipeline.masks import MaskSequence, check_sizes
 
@@ -259,11 +265,16 @@ def _with_detail(frames: Any, alphas: Iterator[tuple[int, torch.Tensor]],
 # are finished go through finish_alpha, the others are summed across parts first. Merged, the
 # parts give exactly the frames iter_shot_alpha gives.
 # ----------------------------------------------------------------------------------------------
-def shot_windows(num_frames: int, options: MatteOptions) -> list[WindowSpec]:
-    """The windows VideoMaMa runs over a shot of ``num_frames`` (what a part's ``windows`` index)."""
+def shot_windows(num_frames: int, options: MatteOptions, frames: Any = None, masks: Any = None) -> list[WindowSpec]:
+    """The windows VideoMaMa runs over a shot of ``num_frames`` (what a part's ``windows`` index).
+    With ``crop='auto'`` their boxes come from the shot's ``masks`` (and the size of its ``frames``);
+    every part computes the same ones, so split shots still merge exactly."""
     from .pipeline.matte import layout_windows
 
-    return layout_windows(num_frames, options)
+    if options.crop != "auto" or frames is None:
+        return layout_windows(num_frames, dataclasses.replace(options, crop="off"))  # frame ranges only
+    first = frame_at(frames, 0)
+    return layout_windows(num_frames, options, masks=masks, hw=(int(first.shape[0]), int(first.shape[1])))
 
 
 def iter_shot_part(frames: Any, masks: Any, options: MatteOptions, engine: Engine, *, windows: range | None = None,
@@ -290,7 +301,7 @@ def iter_shot_part(frames: Any, masks: Any, options: MatteOptions, engine: Engin
     allow_changes = settings.memory in ("low_vram_decode4", "low_vram_tiled")  # as iter_shot_alpha
     yield from run_window_results(engine.model, frames, masks, options, memory=settings.memory,
                                   host=LocalHost(engine.device), allow_result_changes=allow_changes,
-                                  windows=shot_windows(len(frames), options), run=windows, progress=progress)
+                                  windows=shot_windows(len(frames), options, frames, masks), run=windows, progress=progress)
 
 
 def finish_alpha(frames: Any, index: int, alpha: torch.Tensor, options: MatteOptions,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...videomama.errors import CheckpointError
+from ...videomama.errors import CheckpointError, InputError
 from ...videomama.weights.files import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 from .comfy import comfy_folder_paths
 
@@ -203,3 +203,28 @@ def resolve_choice(label: str, what: str) -> Path:
         f"{what}: '{label}' was not found (looked in {where}). It may have been moved or deleted; "
         "press R in ComfyUI to refresh the list and pick the file again."
     )
+
+
+@dataclass(frozen=True)
+class OutputSequence:
+    """Where a save node writes one run: ``folder/<stem>_<counter:05>_.<frame>.<ext>`` (ComfyUI's
+    own counter, so a later run never overwrites this one), and the subfolder the UI names."""
+
+    folder: Path
+    stem: str
+    subfolder: str
+
+
+def output_sequence(filename_prefix: str) -> OutputSequence:
+    """The output folder and file stem for ``filename_prefix`` (may contain subfolders), as ComfyUI's
+    SaveImage resolves it; a prefix that leaves the output folder is one clear error."""
+    fp = comfy_folder_paths()
+    if fp is None:
+        raise InputError("saving needs ComfyUI's output folder: this node runs inside ComfyUI.")
+    out = fp.get_output_directory()
+    try:
+        folder, filename, counter, subfolder, _prefix = fp.get_save_image_path(filename_prefix, out)
+    except Exception:  # ComfyUI raises a bare Exception for a prefix outside the output folder
+        raise InputError(f"filename_prefix '{filename_prefix}' points outside ComfyUI's output folder; give a "
+                         "name like 'videomama/shot010'.") from None
+    return OutputSequence(Path(folder), f"{filename}_{counter:05d}_", subfolder)

@@ -57,6 +57,10 @@ def add_matte_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto = fp16 on CUDA, fp32 on CPU")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--mask-threshold", type=float, default=0.5, help="binarise masks above this (default %(default)s)")
+    p.add_argument("--crop", choices=opts.CROP_MODES, default=opts.DEFAULT_CROP,
+                   help="auto: per window, process only the padded box around the subject's masks at "
+                        "--resolution (more model pixels on a small subject; alpha 0 outside the box); off: whole "
+                        "frames, as the official pipeline (default %(default)s)")
     p.add_argument("--memory", default="auto", choices=("auto", *PLANS),
                    help="memory plan: auto picks from free GPU memory; low_vram streams UNet blocks from host "
                         "memory (same result); the last two lower memory further but change the result")
@@ -88,7 +92,7 @@ def settings_from(args: argparse.Namespace) -> ShotSettings:
 def options_from(args: argparse.Namespace) -> MatteOptions:
     """The matting options given on the command line (shared with ``batch``)."""
     return MatteOptions(resolution=args.resolution, window=args.window, overlap=args.overlap, seed=args.seed,
-                        posterior=args.posterior, mask_threshold=args.mask_threshold)
+                        posterior=args.posterior, mask_threshold=args.mask_threshold, crop=args.crop)
 
 
 def files_from(args: argparse.Namespace) -> ShotFiles:

@@ -5,7 +5,7 @@ A JSON list of objects or a CSV file with a header row; both carry the same fiel
     name      the shot's output folder under --out (one path component, unique)
     frames    folder of images or a video file
     masks     folder of mask images or a mask video
-    resolution, window, overlap, seed, posterior, mask_threshold   optional, override the
+    resolution, window, overlap, seed, posterior, mask_threshold, crop   optional, override the
               command line's defaults for this shot (an empty CSV cell keeps the default)
 
 Relative paths are taken from the manifest's own folder, so a manifest can travel with its
@@ -30,7 +30,7 @@ from ..options import MatteOptions
 __all__ = ["OPTION_FIELDS", "ShotEntry", "load_manifest", "parse_manifest"]
 
 OPTION_FIELDS: dict[str, type] = {"resolution": int, "window": int, "overlap": int, "seed": int,
-                                  "posterior": str, "mask_threshold": float}
+                                  "posterior": str, "mask_threshold": float, "crop": str}
 """Per-shot options a manifest may set, with their types (the MatteOptions fields of the same names)."""
 
 _REQUIRED = ("name", "frames", "masks")

@@ -122,6 +122,21 @@ class SequenceWriter:
         self.staging.rename(self.target)
         return self.target
 
+    def commit_into(self, folder: str | os.PathLike[str]) -> list[Path]:
+        """Move the staged frames into ``folder``, which may hold other files (a host's output
+        folder), instead of replacing a folder of their own. Names already there are refused
+        before anything moves; the staging folder must be on the same file system (it is when
+        ``out_dir`` is ``folder``)."""
+        dest = Path(folder)
+        staged = sorted(self.staging.iterdir())
+        taken = [p.name for p in staged if (dest / p.name).exists()]
+        if taken:
+            self.abort()
+            raise InputError(f"'{dest / taken[0]}' already exists; give another filename_prefix or move the old files.")
+        moved = [p.rename(dest / p.name) for p in staged]
+        self.staging.rmdir()
+        return moved
+
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 

@@ -16,6 +16,9 @@ import torch.nn.functional as F
 
 from ..imaging.resize import resize, resize_binary
 
+Region = tuple[int, int, int, int]
+"""A box of the source frame in pixels: (top, left, bottom, right), bottom/right exclusive."""
+
 MULTIPLE = 64
 
 

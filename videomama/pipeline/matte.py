@@ -27,7 +27,8 @@ import torch
 from ..errors import Cancelled, InputError, VideoMaMaError
 from ..inputs import check_finite, frame_at, frame_count
 from ..options import CancelFn, MatteOptions, ProgressFn
-from .geometry import Geometry, alpha_to_source, fit_geometry, frames_to_model, masks_to_model
+from .crop import subject_regions
+from .geometry import Geometry, Region, alpha_to_source, fit_geometry, frames_to_model, masks_to_model
 from .masks import MaskSequence, check_sizes
 from .schedule import FrameNoise, blend_weights, split_windows
 from .transfer import to_device
@@ -41,8 +42,6 @@ __all__ = [
 
 _POSTERIOR_SEED_OFFSET = 0x5EED  # posterior noise uses its own stream so UNet noise matches a plain randn
 
-Region = tuple[int, int, int, int]
-"""A box of the source frame in pixels: (top, left, bottom, right), bottom/right exclusive."""
 
 
 class WindowModel(Protocol):
@@ -89,11 +88,21 @@ class FrameResult:
         return self.weighted_sum / self.weight
 
 
-def layout_windows(num_frames: int, options: MatteOptions,
-                   regions: Sequence[Region | None] | None = None) -> list[WindowSpec]:
-    """The clip's windows (see :func:`split_windows` / :func:`blend_weights`), one region each."""
+def layout_windows(num_frames: int, options: MatteOptions, regions: Sequence[Region | None] | None = None, *,
+                   masks: Any = None, hw: tuple[int, int] | None = None) -> list[WindowSpec]:
+    """The clip's windows (see :func:`split_windows` / :func:`blend_weights`), one region each.
+
+    regions: given by the caller, or with ``options.crop == 'auto'`` placed around the subject
+    (:func:`~videomama.pipeline.crop.subject_regions`; needs the clip's ``masks`` and the
+    frame size ``hw``); otherwise whole frames.
+    """
     ranges = split_windows(num_frames, options.window, options.overlap)
     weights = blend_weights(ranges)
+    if regions is None and options.crop == "auto":
+        if masks is None or hw is None:
+            raise InputError("crop='auto' places its boxes from the masks: give layout_windows the masks and frame size.")
+        seq = masks if isinstance(masks, MaskSequence) else MaskSequence(masks, num_frames, options.mask_threshold)
+        regions = subject_regions(seq, ranges, hw)
     if regions is not None and len(regions) != len(ranges):
         raise InputError(f"{len(regions)} regions were given for {len(ranges)} windows; give one per window.")
     return [WindowSpec(r, w, None if regions is None else regions[k]) for k, (r, w) in enumerate(zip(ranges, weights))]
@@ -225,7 +234,8 @@ def iter_window_results(
     """
     inputs = _prepare(frames, masks, options)
     hw = inputs.hw
-    specs = list(windows) if windows is not None else layout_windows(inputs.num_frames, options)
+    specs = list(windows) if windows is not None else layout_windows(inputs.num_frames, options, masks=inputs.masks,
+                                                                      hw=hw)
     if not specs or specs[0].frames.start != 0 or specs[-1].frames.stop != inputs.num_frames:
         raise InputError(f"the windows must cover the clip's {inputs.num_frames} frames from the first to the last.")
     run = run if run is not None else range(len(specs))
