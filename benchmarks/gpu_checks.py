@@ -363,7 +363,7 @@ def run_stage_here(name: str, ctx: Context) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         record["status"], record["error"] = "failed", f"{type(exc).__name__}: {first}"[:400]
     record["seconds"] = round(time.perf_counter() - t0, 2)
-    if ctx.cuda:
+    if ctx.cuda and torch.cuda.max_memory_allocated() > 0:  # bench_* report their own peaks per row
         record["figures"]["peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     return record
 
