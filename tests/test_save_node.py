@@ -3,6 +3,8 @@ folder, read back exactly, a new run number per run, nothing half-written."""
 
 from __future__ import annotations
 
+import importlib
+
 import comfy_standin
 import numpy as np
 import pytest
@@ -83,3 +85,24 @@ def test_a_failing_frame_leaves_no_file(pack, host, monkeypatch):
         _save(pack, _ramp(3))
     folder = host.base / "output" / "videomama"
     assert len(calls) == 2 and list(folder.iterdir()) == []  # the first frame was staged, then removed
+
+
+def test_rgba_png16_without_openimageio_reads_back_exactly(pack, host, monkeypatch):
+    """ComfyUI users rarely have OpenImageIO: RGBA 16-bit PNGs are then written by our own PNG
+    encoder; OpenImageIO (here, for checking) reads them back to the 16-bit step."""
+    oiio = pytest.importorskip("OpenImageIO")
+    images = importlib.import_module(f"{pack.__name__}.videomama.io.images")  # the pack's own copy
+    monkeypatch.setattr(images, "_oiio_or_none", lambda: None)
+    alpha = _ramp(2)
+    rgba = torch.cat([torch.rand(2, 12, 20, 3, generator=torch.Generator().manual_seed(0)), alpha[..., None]], dim=-1)
+    _save(pack, alpha, rgba=rgba)
+    path = host.base / "output" / "videomama" / "shot010_00001_rgba.1002.png"
+    raw = oiio.ImageSpec()
+    raw.attribute("oiio:UnassociatedAlpha", 1)  # the stored (straight) values, not multiplied by alpha
+    inp = oiio.ImageInput.open(str(path), raw)
+    spec = inp.spec()
+    stored = inp.read_image(oiio.UINT16)
+    inp.close()
+    assert (spec.nchannels, spec.format.basetype, spec.width, spec.height) == (4, oiio.UINT16, 20, 12)
+    expected = np.clip(np.rint(rgba[1].double().numpy() * 65535), 0, 65535)
+    assert np.array_equal(stored.astype(np.float64), expected)

@@ -69,7 +69,7 @@ def mask_video(schemas: dict[str, dict[str, Any]]) -> Workflow:
     mcomp = w.add("GetVideoComponents", links={"video": (mvideo, 0)}, pos=(x[1], 440), size=(240, 70))
     to_mask = w.add("ImageToMask", {"channel": "red"}, {"image": (mcomp, 0)}, pos=(x[2], 440), size=(240, 60))
     w.group("Step 1 - Load the clip and its mask video", "input", [video, mvideo, comp, mcomp, to_mask])
-    matte = w.add("MaskToMatte", MATTE, {"images": (comp, 0), "masks": (to_mask, 0)}, pos=(x[4], 0), size=(320, 270))
+    matte = w.add("MaskToMatte", MATTE, {"images": (comp, 0), "masks": (to_mask, 0)}, pos=(x[4], 0), size=(320, 290))
     loader = w.add("LoadVideoMaMa", {"unet": UNET, "vae": VAE, "precision": "auto"}, pos=(x[3], 640),
                    size=(320, 110))
     w.nodes[matte - 1].links["model"] = (loader, 0)
@@ -103,7 +103,7 @@ def core_nodes(schemas: dict[str, dict[str, Any]]) -> Workflow:
     to_mask = w.add("ImageToMask", {"channel": "red"}, {"image": (image, 0)}, pos=(x[1], 440), size=(240, 60))
     w.group("Step 1 - Load the clip and one mask", "input", [video, comp, image, to_mask])
     matte = w.add("MaskToMatte", MATTE, {"images": (comp, 0), "masks": (to_mask, 0)}, pos=(x[2], 320),
-                  size=(320, 270))
+                  size=(320, 290))
     as_image = w.add("MaskToImage", links={"mask": (matte, 0)}, pos=(x[3], 470), size=(240, 30))
     w.group("Step 2 - Matte (weight-free refiner)", "matte", [matte, as_image])
     matte_video = w.add("CreateVideo", {"fps": 30.0}, {"images": (as_image, 0), "fps": (comp, 2)},
@@ -201,7 +201,7 @@ def _track_matte_composite(w: Workflow, frames: tuple[int, int], box: str, x: li
         "prompts": f'[{{"frame": 0, "object": 1, "box": {box}}}]',
         "output": "binary", "objects": "union", "offload_to_cpu": False, "points_frame": 0, "mask_frame": 0,
     }, {"images": frames}, pos=(x[1], y[0]), size=(360, 300))
-    matte = w.add("MaskToMatte", MATTE, {"images": frames, "masks": (track, 0)}, pos=(x[2], y[1]), size=(320, 270))
+    matte = w.add("MaskToMatte", MATTE, {"images": frames, "masks": (track, 0)}, pos=(x[2], y[1]), size=(320, 290))
     composite = w.add("AlphaComposite", COMPOSITE, {"foreground": frames, "alpha": (matte, 0)},
                       pos=(x[3], y[2]), size=(320, 230))
     w.group("Step 2 - Track, matte, composite", "matte", [track, matte, composite])

@@ -15,6 +15,8 @@ converted.
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,11 +212,40 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return int(spec.width), int(spec.height)
 
 
+def write_png16(path: str | Path, pixels: np.ndarray) -> None:
+    """Write (H, W, C) float pixels in [0, 1] (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) as a
+    16-bit PNG, values stored as given (no premultiplication).
+
+    Pillow cannot write 16-bit colour PNGs; this covers them where OpenImageIO (an optional
+    extra, which ComfyUI users rarely have) is missing. A PNG is a signature, an IHDR chunk, the
+    zlib-compressed rows (each led by filter byte 0) and IEND, each chunk with its CRC-32."""
+    arr = np.asarray(pixels, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    h, w, c = arr.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    samples = np.clip(np.rint(arr * 65535.0), 0, 65535).astype(">u2")
+    rows = np.zeros((h, 1 + w * c * 2), dtype=np.uint8)
+    rows[:, 1:] = samples.view(np.uint8).reshape(h, -1)
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + \
+        chunk(b"IEND", b"")
+    Path(path).write_bytes(data)
+
+
 def write_image(path: str | Path, pixels: np.ndarray, channel_names: tuple[str, ...], *, bits: int = 16) -> None:
     """Write (H, W, C) float pixels with OpenImageIO: an EXR as 32-bit float (ZIP compressed), any
-    other format as ``bits``-bit integers (values clipped to [0, 1]); values are stored as given."""
-    oiio = require_oiio(f"writing '{Path(path).name}'")
+    other format as ``bits``-bit integers (values clipped to [0, 1]); values are stored as given.
+    Without OpenImageIO a 16-bit PNG is still written (:func:`write_png16`)."""
     p = Path(path)
+    if bits == 16 and p.suffix.lower() == ".png" and _oiio_or_none() is None:
+        write_png16(p, pixels)
+        return
+    oiio = require_oiio(f"writing '{p.name}'")
     arr = np.ascontiguousarray(pixels, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[..., None]
