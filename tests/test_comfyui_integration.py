@@ -138,7 +138,9 @@ def test_workflows_validate_against_live_object_info(object_info):
 
 
 def test_matte_video_with_mask_video(server, base):
-    """Workflow (a) end to end with the tiny VideoMaMa: RGBA PNGs of the source size, one per frame."""
+    """Workflow (a) end to end with the tiny VideoMaMa: SaveMatteSequence's 16-bit alpha and RGBA PNG
+    sequences (frame numbers from 1001) of the source size, one of each per frame, written in the
+    real host without OpenImageIO."""
     import numpy as np
     from PIL import Image
 
@@ -150,14 +152,18 @@ def test_matte_video_with_mask_video(server, base):
     saved = [o for o in entry["outputs"].values() if o.get("images") and o["images"][0]["type"] == "output"]
     assert len(saved) == 1
     images = saved[0]["images"]
-    assert len(images) == CLIP_FRAMES
+    names = sorted(item["filename"] for item in images)
+    numbers = [f"{1001 + i:04d}" for i in range(CLIP_FRAMES)]
+    assert names == sorted([f"matte_00001_.{n}.png" for n in numbers] + [f"matte_00001_rgba.{n}.png" for n in numbers])
     alphas = []
-    for item in images:
-        png = Image.open(base / "output" / item["subfolder"] / item["filename"])
-        assert png.mode == "RGBA" and png.size == (CLIP_W, CLIP_H)
-        alphas.append(np.asarray(png)[..., 3])
+    for n in numbers:
+        png = Image.open(base / "output" / "videomama" / f"matte_00001_.{n}.png")
+        assert png.mode in ("I;16", "I") and png.size == (CLIP_W, CLIP_H)  # 16-bit greyscale
+        alphas.append(np.asarray(png, dtype=np.float64) / 65535.0)
+        rgba = Image.open(base / "output" / "videomama" / f"matte_00001_rgba.{n}.png")
+        assert rgba.mode == "RGBA" and rgba.size == (CLIP_W, CLIP_H)
     alphas = np.stack(alphas)
-    assert alphas.std() > 0  # a decoded matte, not a constant
+    assert alphas.std() > 0 and len(np.unique(alphas)) > 256  # a decoded matte at more than 8 bits
     previews = [o for o in entry["outputs"].values() if o.get("images") and o["images"][0]["type"] == "temp"]
     assert len(previews) == 1 and len(previews[0]["images"]) == CLIP_FRAMES
 
