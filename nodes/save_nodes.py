@@ -58,10 +58,11 @@ class SaveMatteSequence(io.ComfyNode):
     @classmethod
     def execute(cls, alpha, filename_prefix: str, format: str, first_frame: int, rgba=None) -> io.NodeOutput:
         mattes = mask_batch(alpha, "alpha")
-        if rgba is not None and (rgba.ndim != 4 or rgba.shape[-1] != 4 or rgba.shape[0] != mattes.shape[0]):
+        if rgba is not None and (rgba.ndim != 4 or rgba.shape[-1] != 4 or rgba.shape[:3] != mattes.shape):
+            n, h, w = mattes.shape
             raise InputError(
-                f"rgba has shape {tuple(rgba.shape)}; give an RGBA IMAGE with 4 channels and {mattes.shape[0]} frames "
-                "(MaskToMatte's or AlphaComposite's rgba output).")
+                f"rgba has shape {tuple(rgba.shape)}; give an RGBA IMAGE with 4 channels and {n} frames of {w}x{h} "
+                "like the matte (MaskToMatte's or AlphaComposite's rgba output).")
         target = host.output_sequence(filename_prefix)  # checked (and made) before anything is written
         numbers = tuple(range(first_frame, first_frame + mattes.shape[0]))
         writers: list[SequenceWriter] = [AlphaSequenceWriter(

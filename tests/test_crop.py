@@ -95,3 +95,18 @@ def test_crop_is_validated_and_ignored_without_weights(caplog):
     with caplog.at_level(logging.WARNING, logger="videomama.shots"):
         list(iter_shot_alpha(frames, masks, AUTO, Engine(ShotSettings(), torch.device("cpu"))))
     assert any("--crop auto does nothing without --unet and --vae" in r.getMessage() for r in caplog.records)
+
+
+def test_one_mask_for_the_whole_clip_is_read_once():
+    reads = []
+
+    class Counted(list):
+        def __getitem__(self, i):
+            reads.append(i)
+            return super().__getitem__(i)
+
+    mask = torch.zeros(100, 200)
+    mask[40:60, 80:120] = 1
+    seq = MaskSequence(Counted([mask]), 12, 0.5)
+    regions = crop.subject_regions(seq, split_windows(12, 4, 1), (100, 200))
+    assert reads == [0] and len(set(regions)) == 1 and regions[0] == (8, 48, 92, 152)

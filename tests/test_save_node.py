@@ -65,6 +65,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(pack, host):
         _save(pack, alpha, filename_prefix="../../elsewhere/matte")
     with pytest.raises(pack.videomama.errors.InputError, match="rgba has shape .* 4 channels and 2 frames"):
         _save(pack, alpha, rgba=torch.rand(2, 12, 20, 3))
+    with pytest.raises(pack.videomama.errors.InputError, match="4 channels and 2 frames of 20x12 like the matte"):
+        _save(pack, alpha, rgba=torch.rand(2, 24, 40, 4))  # another size than the matte
     output = host.base / "output"
     assert not output.exists() or not [p for p in output.rglob("*") if p.is_file()]
 

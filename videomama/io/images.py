@@ -212,6 +212,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return int(spec.width), int(spec.height)
 
 
+def to_uint16(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> uint16 with rounding (65535 = 1), clipped: the one 16-bit quantiser."""
+    return np.clip(np.rint(np.asarray(values, dtype=np.float64) * 65535.0), 0, 65535).astype(np.uint16)
+
+
 def write_png16(path: str | Path, pixels: np.ndarray) -> None:
     """Write (H, W, C) float pixels in [0, 1] (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA) as a
     16-bit PNG, values stored as given (no premultiplication).
@@ -219,12 +224,12 @@ def write_png16(path: str | Path, pixels: np.ndarray) -> None:
     Pillow cannot write 16-bit colour PNGs; this covers them where OpenImageIO (an optional
     extra, which ComfyUI users rarely have) is missing. A PNG is a signature, an IHDR chunk, the
     zlib-compressed rows (each led by filter byte 0) and IEND, each chunk with its CRC-32."""
-    arr = np.asarray(pixels, dtype=np.float64)
+    arr = np.asarray(pixels)
     if arr.ndim == 2:
         arr = arr[..., None]
     h, w, c = arr.shape
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    samples = np.clip(np.rint(arr * 65535.0), 0, 65535).astype(">u2")
+    samples = to_uint16(arr).astype(">u2")  # PNG stores samples big-endian
     rows = np.zeros((h, 1 + w * c * 2), dtype=np.uint8)
     rows[:, 1:] = samples.view(np.uint8).reshape(h, -1)
 

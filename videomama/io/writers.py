@@ -56,8 +56,9 @@ def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def alpha_to_uint16(alpha: torch.Tensor | np.ndarray) -> np.ndarray:
     """Float alpha in [0, 1] -> uint16 with rounding (65535 = opaque)."""
-    a = alpha.detach().cpu().numpy() if isinstance(alpha, torch.Tensor) else np.asarray(alpha)
-    return np.clip(np.rint(a.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
+    from .images import to_uint16
+
+    return to_uint16(alpha.detach().cpu().numpy() if isinstance(alpha, torch.Tensor) else np.asarray(alpha))
 
 
 def write_alpha_png16(path: str | os.PathLike[str], alpha: torch.Tensor | np.ndarray) -> None:

@@ -66,13 +66,16 @@ def subject_regions(masks: MaskSequence, windows: Sequence[range], hw: tuple[int
     """The region of each window (None: the whole frame) for ``crop='auto'``.
 
     masks: the clip's binarised masks; windows: the frame ranges of the windows, in order;
-    hw: the source frame size. Reads every mask once (a pass before the first window).
+    hw: the source frame size. Reads every mask once (a pass before the first window; a single
+    mask for the whole clip is read once).
     """
     boxes: dict[int, Region | None] = {}
-    for i in range(len(masks)):
+    for i in range(1 if masks.broadcast else len(masks)):  # one mask for every frame: read it once
         mask = masks[i]
         found = _mask_box(mask)
         boxes[i] = None if found is None else _to_frame(found, (int(mask.shape[0]), int(mask.shape[1])), hw)
+    if masks.broadcast:
+        boxes = dict.fromkeys(range(len(masks)), boxes[0])
     own: list[Region | None] = []
     for win in windows:
         union: Region | None = None

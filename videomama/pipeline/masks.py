@@ -52,6 +52,11 @@ class MaskSequence(Sequence):
     def __len__(self) -> int:
         return self._num_frames
 
+    @property
+    def broadcast(self) -> bool:
+        """True when one mask stands for every frame (every index gives the same mask)."""
+        return self._broadcast
+
     def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
         return self.get(index)
 
