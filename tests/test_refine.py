@@ -16,6 +16,7 @@ from benchmarks.refine_scenes import ghost_pixels, moving_disc, pole, pole_figur
 from videomama.errors import Cancelled, InputError
 from videomama.eval.metrics import compute_all
 from videomama.eval.synthetic import SyntheticScene, coarse_mask, make_clip
+from videomama.imaging.filters import dilate
 from videomama.imaging.refine import TEMPORAL_CONTEXT, band_pixels, detail_refine, iter_refine, refine_clip
 
 
@@ -39,7 +40,10 @@ def test_refiner_beats_the_coarse_mask(size, seed, speed):
         f" -> refined MAD {ours['MAD']:.2f} Grad {ours['Grad']:.3f}"
     )
     assert ours["MAD"] < 0.8 * base["MAD"]
-    assert ours["Grad"] < 0.5 * base["Grad"]
+    # 0.51x on hair-256 since the three-way (pure F / pure B / mix) colour posterior, 0.45x
+    # before: it snaps the faintest synthetic strands to the background, the price of never
+    # being worse than the mask on real photographs (BENCHMARKS.md).
+    assert ours["Grad"] < 0.6 * base["Grad"]
 
 
 def test_temporal_smoothing_steadies_static_noisy_clip():
@@ -211,3 +215,21 @@ def test_matrix_free_matting_laplacian_and_band_solve():
     truth = ((x - 0.2) / 0.6).clamp(0, 1)
     assert (alpha - known)[band == 0].abs().max() == 0
     assert (alpha - truth)[band > 0].abs().max() < 0.1
+
+
+def test_textured_background_is_not_read_as_partial_alpha():
+    """A background pixel of a textured background lies between the subject's and the
+    background's *mean* colours as often as not; weighed with the windows' colour spread it is
+    pure background (the fix for alphamatting GT19/GT25, see BENCHMARKS.md). Measured: 402
+    pixels above 0.1 more than 3 px outside the subject (1307 with the mean-only estimate)."""
+    h = w = 256
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    truth = (((yy - 128) ** 2 + (xx - 128) ** 2) < 70**2).float()
+    background = (0.6 + 0.12 * torch.randn(h, w, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    subject = (0.25 + 0.1 * torch.randn(h, w, 1, generator=torch.Generator().manual_seed(2))) * torch.tensor([1.0, 0.9, 0.8])
+    image = truth[..., None] * subject + (1 - truth[..., None]) * background[..., None] * torch.tensor([1.0, 0.95, 1.0])
+    image = (image + 0.01 * torch.randn(h, w, 3, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    alpha = refine_clip(image[None], coarse_mask(truth[None]))[0]
+    outside = dilate(truth[None, None], 3)[0, 0] == 0
+    assert int((alpha[outside] > 0.1).sum()) < 800
+    assert float(alpha[outside].mean()) < 0.0045

@@ -13,9 +13,12 @@ time (memory does not grow with the clip; progress and cancellation per frame);
    their centre line as sure, so poles, strands and holes are not averaged with their
    surroundings; a warning says when that happens.
 2. **Colour estimate.** For every band pixel the best pair of local means of sure-foreground
-   and sure-background colour at four scales gives alpha = (I - B).(F - B) / |F - B|^2 and a
-   confidence, low where F and B look alike or do not explain the pixel's colour; where it is
-   low the mask itself is kept (on real photographs a hard guess errs less than a blur).
+   and sure-background colour at four scales gives alpha = (I - B).(F - B) / |F - B|^2. With
+   the windows' colour spread, the pixel is then weighed as pure foreground, pure background
+   or a mix (a textured background's own colours are not read as partial alpha). The
+   confidence is low where F and B look alike, overlap in spread, both explain the pixel, or
+   neither does; where it is low the mask itself is kept (on real photographs a hard guess
+   errs less than a blur).
 3. **Smoothing.** A guided filter makes the estimate locally linear in the colour. (A
    closed-form matting solve in the band, :mod:`videomama.imaging.matting_solver`, is available but
    off by default; BENCHMARKS.md has the measurements.)
