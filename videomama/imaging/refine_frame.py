@@ -186,27 +186,27 @@ def _colour_alpha(
     pix = image[n_idx, :, y_idx, x_idx]  # (K, 3)
     # Means of the colour and of its squared norm: the windows' colour spread comes with them.
     with_sq = torch.cat([image, (image * image).sum(1, keepdim=True)], 1)
-    candidates = []
+    stats, valid = [], []  # per side: (scales, K, 4) window means of with_sq, (scales, K) bool
     for sure in (fg_sure, bg_sure):
-        means, side = _CoarseMeans(with_sq, sure, step), []
-        for r in radii:
-            mean, defined = means.at_radius(r)
-            stats = _ColourStats.of(means.sample(mean, n_idx, y_idx, x_idx))
-            side.append((stats, means.sample_all(defined, n_idx, y_idx, x_idx)))
-        candidates.append(side)
+        means = _CoarseMeans(with_sq, sure, step)
+        grids = [means.at_radius(r) for r in radii]
+        stats.append(torch.stack([means.sample(mean, n_idx, y_idx, x_idx) for mean, _ in grids]))
+        valid.append(torch.stack([means.sample_all(ok, n_idx, y_idx, x_idx) for _, ok in grids]))
+    # The pair that explains the pixel best; only its index is carried through the loop.
     best_cost = torch.full((n_idx.numel(),), float("inf"), device=image.device)
-    best_alpha = torch.zeros_like(best_cost)
-    best_f, best_b = _ColourStats.empty_like(pix), _ColourStats.empty_like(pix)
-    for f, fv in candidates[0]:
-        for b, bv in candidates[1]:
-            d = f.mean - b.mean
-            a = (((pix - b.mean) * d).sum(1) / ((d * d).sum(1) + 1e-6)).clamp(0.0, 1.0)
-            resid = pix - a[:, None] * f.mean - (1 - a[:, None]) * b.mean
-            cost = torch.where(fv & bv, (resid * resid).sum(1), torch.full_like(a, float("inf")))
+    best_pair = torch.zeros(n_idx.numel(), dtype=torch.long, device=image.device)
+    n_scales = len(radii)
+    for i in range(n_scales):
+        for j in range(n_scales):
+            cost = _pair_fit(pix, stats[0][i, :, :3], stats[1][j, :, :3])[1]
+            cost = torch.where(valid[0][i] & valid[1][j], cost, torch.full_like(cost, float("inf")))
             take = cost < best_cost
             best_cost = torch.where(take, cost, best_cost)
-            best_alpha = torch.where(take, a, best_alpha)
-            best_f, best_b = best_f.where(take, f), best_b.where(take, b)
+            best_pair = torch.where(take, torch.full_like(best_pair, i * n_scales + j), best_pair)
+    rows = torch.arange(n_idx.numel(), device=image.device)
+    best_f = _ColourStats.of(stats[0][best_pair // n_scales, rows])
+    best_b = _ColourStats.of(stats[1][best_pair % n_scales, rows])
+    best_alpha = _pair_fit(pix, best_f.mean, best_b.mean)[0]
     best_alpha, p_pure_f, p_pure_b = _three_way_alpha(pix, best_alpha, best_f, best_b)
     # Low contrast between F and B: trust the (blurred) mask more than the colour.
     if FALLBACK_GAIN > 0:  # the blurred mask, its ramp steepened by the gain
@@ -231,6 +231,15 @@ def _colour_alpha(
     return alpha, trust
 
 
+def _pair_fit(pix: torch.Tensor, f: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha = (I - B).(F - B) / |F - B|^2 clamped to [0, 1] (K,), and the squared colour
+    residual of I - (alpha F + (1 - alpha) B) (K,), for colours I, F, B (K, 3)."""
+    d = f - b
+    a = (((pix - b) * d).sum(1) / ((d * d).sum(1) + 1e-6)).clamp(0.0, 1.0)
+    resid = pix - a[:, None] * f - (1 - a[:, None]) * b
+    return a, (resid * resid).sum(1)
+
+
 @dataclass
 class _ColourStats:
     """Mean colour (K, 3) and colour variance (K,), summed over RGB, of K windows."""
@@ -243,14 +252,6 @@ class _ColourStats:
         """From the window means of (R, G, B, R^2 + G^2 + B^2), (K, 4)."""
         mean = stats[:, :3]
         return _ColourStats(mean, (stats[:, 3] - (mean * mean).sum(1)).clamp_min(0.0))
-
-    @staticmethod
-    def empty_like(pix: torch.Tensor) -> _ColourStats:
-        return _ColourStats(torch.zeros_like(pix), torch.zeros_like(pix[:, 0]))
-
-    def where(self, take: torch.Tensor, other: _ColourStats) -> _ColourStats:
-        """``other`` where ``take`` (K,) is true, else self."""
-        return _ColourStats(torch.where(take[:, None], other.mean, self.mean), torch.where(take, other.var, self.var))
 
 
 def _log_gauss(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
