@@ -69,7 +69,7 @@ def main() -> int:
     print("| clip | refiner | dtSSD | dtSSD temporal 0 | MAD |")
     print("| --- | --- | --- | --- | --- |")
     clips = {"static, noise 0.02, 224x160": make_clip(8, 160, 224, seed=3, speed=0.0, noise=0.02),
-             "moving 2.5 px/frame, 224x160": make_clip(8, 160, 224, seed=5, speed=2.5, noise=0.01)}
+             "moving (speed 2.5: centre up to 9 px/frame, shutter 0.8), 224x160": make_clip(8, 160, 224, seed=5, speed=2.5, noise=0.01)}
     for cname, clip in clips.items():
         cm = coarse_mask(clip.alpha)
         for name, mod in versions.items():

@@ -6,7 +6,8 @@ overlap) comes back from each as a partial weighted sum, and the driver adds the
 dividing, which is the single-process blend (noise depends only on (seed, frame)).
 
 Weight-free: a segment is a range of frames; the refiner reads the few frames before the range
-its temporal window needs (``videomama.imaging.refine.TEMPORAL_CONTEXT``) and drops them, so
+its temporal window needs (``videomama.imaging.refine.TEMPORAL_CONTEXT``) and the masks just
+outside it (where the mask moves it solves the edge as motion-blurred), and drops them, so
 every frame is complete in exactly one segment and nothing needs merging.
 """
 

@@ -19,15 +19,19 @@ time (memory does not grow with the clip; progress and cancellation per frame);
    confidence is low where F and B look alike, overlap in spread, both explain the pixel, or
    neither does; where it is low the mask itself is kept (on real photographs a hard guess
    errs less than a blur).
-3. **Smoothing.** A guided filter makes the estimate locally linear in the colour. (A
-   closed-form matting solve in the band, :mod:`videomama.imaging.matting_solver`, is available but
-   off by default; BENCHMARKS.md has the measurements.)
+3. **Smoothing.** A guided filter makes the estimate locally linear in the colour. Where the
+   mask moves between frames (the previous or the next one), the edge may be motion-blurred:
+   there the band is also solved with closed-form matting
+   (:mod:`videomama.imaging.matting_solver`, the estimate as a data term), which gives a blurred
+   edge the soft profile colour alone cannot; a still edge is left as it is (on still
+   photographs the solve leaves a haze over smooth backgrounds; BENCHMARKS.md).
 4. **Time.** Each frame's alpha is averaged with the alphas of at most
    :data:`TEMPORAL_CONTEXT` previous frames where the (lightly blurred) image did not change;
    the weight falls with the local squared colour change, so a textured background that a
    subject uncovers counts as changed and no alpha stays behind. The support is finite: the
-   output of frame t depends on frames t - TEMPORAL_CONTEXT .. t only, so a shot split into
-   segments (``start``/``stop``) gives exactly the frames of one pass.
+   output of frame t depends on frames t - TEMPORAL_CONTEXT .. t and the masks of t - 1 and
+   t + 1 only, so a shot split into segments (``start``/``stop``) gives exactly the frames of
+   one pass.
 5. **Resolution.** The working-size alpha is scaled to the frame and the colour detail the
    working size lost is turned into alpha detail with the local slopes d alpha / d colour;
    the sure regions are then exactly 1 and 0.
@@ -186,8 +190,9 @@ def iter_refine(
     device: where to compute (default: CPU, or the frames' device if they are a tensor).
     progress(done, total) after each frame; should_cancel() before each frame (-> Cancelled).
     start, stop: refine only frames start .. stop - 1 (default: all). The TEMPORAL_CONTEXT
-        frames before ``start`` are read and solved (not returned), so the frames equal those
-        of a pass over the whole clip: a long shot can be split across workers this way.
+        frames before ``start`` are read and solved (not returned), and the masks of frames
+        start - 1 and stop are read, so the frames equal those of a pass over the whole clip:
+        a long shot can be split across workers this way.
 
     Inputs are checked when this is called; the frames are refined as the iterator is consumed.
     Yields (frame index, alpha (H, W) float32 on the CPU, values in [0, 1]).
@@ -225,10 +230,42 @@ def _non_finite(i: int) -> str:
     return f"frame or mask {i} contains NaN/inf values; fix the node or file that produced it."
 
 
+class _MaskReader:
+    """Masks of a clip read once each, raw and binarised at the frame size on the device.
+
+    The refiner needs the masks of frames i - 1 and i + 1 next to frame i's (where the mask
+    moves, see ``frame_stage.moving_band``); older ones are dropped, so memory stays flat."""
+
+    def __init__(self, masks: Any, n_masks: int, hw: tuple[int, int], threshold: float, dev: torch.device) -> None:
+        self.masks, self.n_masks, self.hw, self.threshold, self.dev = masks, n_masks, hw, threshold, dev
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def raw(self, i: int) -> torch.Tensor:
+        return self._get(i)[0]
+
+    def binary(self, i: int) -> torch.Tensor:
+        """(1, 1, H, W) {0, 1} float mask of frame i."""
+        return self._get(i)[1]
+
+    def drop_before(self, i: int) -> None:
+        for j in [j for j in self.cache if j < i]:
+            del self.cache[j]
+
+    def _get(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if i not in self.cache:
+            m = _matte(self.masks, 0 if self.n_masks == 1 else i, "masks")
+            h, w = self.hw
+            mk = (_fit_mask(to_device(m, self.dev).float(), h, w)[None, None] >= self.threshold).float()
+            self.cache[i] = (m, mk)
+        return self.cache[i]
+
+
 def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, temporal, threshold, dev,
                    progress, should_cancel, start, stop) -> Iterator[tuple[int, torch.Tensor]]:
     h, w = hw
+    total = frame_count(frames, "frames")
     window = TemporalWindow(temporal)
+    reader = _MaskReader(masks, n_masks, hw, threshold, dev)
     warned = False
     warm = max(0, start - window.past.maxlen) if temporal > 0 else start
     for i in range(warm, stop):
@@ -239,15 +276,17 @@ def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, tempor
             raise InputError(
                 f"frames[{i}] is {f.shape[1]}x{f.shape[0]} but frames[0] is {w}x{h}; every frame must have the same size."
             )
-        m = _matte(masks, 0 if n_masks == 1 else i, "masks")
+        m = reader.raw(i)
         on_host = f.device.type == "cpu" and m.device.type == "cpu"
         if on_host and (not torch.isfinite(m).all() or not torch.isfinite(f).all()):
             raise InputError(_non_finite(i))
         # Inputs on a GPU: their check rides on the frame's one device -> host copy below.
         finite = None if on_host else (torch.isfinite(m).all() & torch.isfinite(f).all()).to(dev)
         img = to_device(f, dev).permute(2, 0, 1)[None].float().clamp(0, 1)
-        mk = (_fit_mask(to_device(m, dev).float(), h, w)[None, None] >= threshold).float()
-        work = frame_stage.solve_working(img, mk, band_px, work_size)
+        # The neighbours' masks (clip-wide, not the segment's: a segment equals the full pass).
+        neighbours = [] if n_masks == 1 else [reader.binary(j) for j in (i - 1, i + 1) if 0 <= j < total]
+        work = frame_stage.solve_working(img, reader.binary(i), band_px, work_size, neighbours)
+        reader.drop_before(i)
         alpha = window(work.image, work.alpha)
         # The current frame's sure regions stay exactly sure: nothing is kept where the mask says no.
         alpha = torch.where(work.fg > 0, torch.ones_like(alpha), torch.where(work.bg > 0, torch.zeros_like(alpha), alpha))

@@ -7,10 +7,11 @@ Private to :mod:`videomama.imaging.refine`, which handles inputs, streaming and 
   local foreground / background colour means, weighed against "pure foreground" and "pure
   background" with the windows' colour spread (:func:`_colour_alpha`, :func:`_three_way_alpha`),
   with its confidence,
-  made locally linear in the colour by a guided filter; optionally (``SOLVER_STEPS`` > 0, off
-  by default: on the real-photo tuning set it gained 1 % MAD for ~80 box filters per frame)
-  the closed-form matting solve in the band with the estimate as a soft data term
-  (:mod:`._matting_solver`);
+  made locally linear in the colour by a guided filter; then, where the mask moved since the
+  previous frame or moves by the next one (the edge may be motion-blurred), the closed-form
+  matting solve (:mod:`.matting_solver`) with the estimate as a soft data term: it fills the
+  band pixels colour could not tell with a transition that follows the image, soft where the
+  image is (see :func:`moving_band`);
 * :func:`to_full_size`: the working-size alpha scaled up with the colour detail the working size
   lost turned into alpha detail (:func:`_upsample_with_detail`), then the sure regions of the
   full-size mask put back exactly.
@@ -19,6 +20,7 @@ Private to :mod:`videomama.imaging.refine`, which handles inputs, streaming and 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,10 +36,13 @@ GUIDED_RADIUS = 2  # px at the working size: guided filter of the estimate (its 
 GUIDED_EPS = 1e-3  # regularisation of the guided filter that smooths the colour estimate
 FALLBACK_GAIN = 0.0  # where colour cannot tell: the mask itself (0) or the blurred mask, ramp steepened by this gain
 RESID_SIGMA2 = 2e-3  # squared colour residual of the best (F, B) pair at which its confidence falls to 1/e
-SOLVER_STEPS = 0  # conjugate-gradient steps of the closed-form band solve (0: off; see BENCHMARKS.md)
+SOLVER_STEPS = 7  # conjugate-gradient steps of the closed-form solve where the mask moves (0: off)
+SOLVE_STILL_EDGES = False  # also solve band pixels whose mask did not move (measured worse on still photographs)
+MOTION_REACH = 1.0  # band widths around the mask's change between neighbouring frames that count as moving
 SOLVER_RADIUS = 1  # matting-Laplacian window radius (3x3, as Levin et al.)
 SOLVER_EPS = 1e-4  # its colour-covariance regularisation
 DATA_WEIGHT = 0.1  # weight of the colour estimate against the Laplacian (times its confidence)
+MASK_WEIGHT = 0.03  # weight of the mask (the estimate's fallback) where colour cannot tell (times 1 - confidence)
 MIXED_PRIOR = 0.3  # prior odds of "a mix of F and B" against "pure F" or "pure B" for a band pixel
 SEPARATION_K = 5.0  # separation |F - B|^2 / (var F + var B) at which the confidence in colour halves
 AMBIGUITY_POWER = 2.0  # confidence x (1 - 2 min(P(pure F), P(pure B)))^this: both pure sides fit -> the mask
@@ -97,13 +102,29 @@ class Working:
     slopes: torch.Tensor  # (N, 3, h, w) guided-filter slopes d alpha / d colour, for the detail transfer
 
 
-def solve_working(frames: torch.Tensor, masks: torch.Tensor, band_px: int, work_size: int) -> Working:
-    """frames (N, 3, H, W) in [0, 1], masks (N, 1, H, W) in {0, 1}; band_px at full size."""
+def moving_band(mask: torch.Tensor, neighbours: Sequence[torch.Tensor], band: torch.Tensor, bw: int) -> torch.Tensor:
+    """Band pixels (N, 1, h, w) within MOTION_REACH band widths of where ``mask`` differs from a
+    neighbouring frame's mask (same size): the subject moves there, so its edge may be
+    motion-blurred, wider and softer than a still edge, and the solve may make it so."""
+    if not neighbours:
+        return torch.zeros_like(band)
+    changed = torch.stack([(mask - nb).abs() for nb in neighbours]).amax(0)
+    return band * dilate(changed, max(1, round(MOTION_REACH * bw)))
+
+
+def solve_working(
+    frames: torch.Tensor, masks: torch.Tensor, band_px: int, work_size: int,
+    neighbours: Sequence[torch.Tensor] = (),
+) -> Working:
+    """frames (N, 3, H, W) in [0, 1], masks (N, 1, H, W) in {0, 1}; band_px at full size.
+
+    neighbours: the {0, 1} masks (N, 1, H, W) of the previous and / or next frame, if any: where
+    the mask moves the band is also solved with the matting Laplacian (motion blur)."""
     h, w = frames.shape[-2:]
     wh, ww = work_hw(h, w, work_size)
     scale = max(h, w) / max(wh, ww)
     img = resize_area(frames, (wh, ww))
-    mask = (resize_area(masks, (wh, ww)) >= 0.5).float()
+    mask = working_mask(masks, (wh, ww))
     bw = max(2, round(band_px / scale))
     fg, bg, thin = _sure_regions(mask, bw)
     band = (1 - fg) * (1 - bg)
@@ -112,12 +133,43 @@ def solve_working(frames: torch.Tensor, masks: torch.Tensor, band_px: int, work_
     # d colour also carry the detail the working size lost back to full size (to_full_size).
     slopes, offsets = guided_coefficients(img, est, GUIDED_RADIUS, GUIDED_EPS)
     est = torch.where(band > 0, guided_apply(img, slopes, offsets), est)
-    if SOLVER_STEPS > 0:
-        lap = MattingLaplacian(img, SOLVER_RADIUS, SOLVER_EPS)
-        alpha = solve_band(lap, fg, band, est, DATA_WEIGHT * conf * band, SOLVER_STEPS)
-    else:
-        alpha = est * band + fg
+    alpha = est * band + fg
+    if SOLVER_STEPS > 0 and (SOLVE_STILL_EDGES or neighbours):
+        unknown = band if SOLVE_STILL_EDGES else moving_band(mask, [working_mask(m, (wh, ww)) for m in neighbours], band, bw)
+        alpha = _solve_moving(img, alpha, unknown, est, (DATA_WEIGHT * conf + MASK_WEIGHT * (1 - conf)) * unknown)
     return Working(img, alpha.clamp_(0.0, 1.0), fg, bg, bw, thin, slopes)
+
+
+def _solve_moving(
+    img: torch.Tensor, alpha: torch.Tensor, unknown: torch.Tensor, est: torch.Tensor, trust: torch.Tensor
+) -> torch.Tensor:
+    """``alpha`` with its ``unknown`` pixels solved (:func:`.matting_solver.solve_band`).
+
+    On the CPU the solve runs on the bounding box of the unknowns grown by 2 window radii plus
+    one, the farthest (L p)_i reaches from i, so the result is the full-frame solve's at a
+    fraction of the cost, and a frame with nothing to solve costs nothing. On a GPU finding the
+    box would cost a host sync, and the full-frame solve is cheap there."""
+    box = (slice(None), slice(None))
+    if unknown.device.type == "cpu":
+        rows = unknown.amax(dim=(0, 1, 3)).nonzero()
+        cols = unknown.amax(dim=(0, 1, 2)).nonzero()
+        if rows.numel() == 0:
+            return alpha
+        m = 2 * SOLVER_RADIUS + 1
+        h, w = unknown.shape[-2:]
+        box = (slice(max(0, int(rows[0]) - m), min(h, int(rows[-1]) + 1 + m)),
+               slice(max(0, int(cols[0]) - m), min(w, int(cols[-1]) + 1 + m)))
+    crop = (Ellipsis, *box)
+    lap = MattingLaplacian(img[crop], SOLVER_RADIUS, SOLVER_EPS)
+    solved = solve_band(lap, alpha[crop], unknown[crop], est[crop], trust[crop], SOLVER_STEPS)
+    alpha = alpha.clone()
+    alpha[crop] = solved
+    return alpha
+
+
+def working_mask(masks: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """{0, 1} masks (N, 1, H, W) at the working size (h, w): area-averaged, then thresholded."""
+    return (resize_area(masks, hw) >= 0.5).float()
 
 
 def to_full_size(frames: torch.Tensor, work: Working, alpha: torch.Tensor) -> torch.Tensor:
