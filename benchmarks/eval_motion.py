@@ -51,9 +51,10 @@ def foreground(root: Path, key: str, image: np.ndarray, alpha: np.ndarray) -> np
     from pymatting import estimate_foreground_ml
 
     fg = estimate_foreground_ml(image.astype(np.float64), alpha.astype(np.float64)).clip(0, 1)
+    quantised = (fg * 255).round().astype(np.uint8)  # what the cache holds: every run sees the same
     cache.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((fg * 255).round().astype(np.uint8)).save(cache)
-    return fg.astype(np.float32)
+    Image.fromarray(quantised).save(cache)
+    return quantised.astype(np.float32) / 255.0
 
 
 def _cover(image: np.ndarray, h: int, w: int, margin: int) -> torch.Tensor:
@@ -61,7 +62,7 @@ def _cover(image: np.ndarray, h: int, w: int, margin: int) -> torch.Tensor:
     t = torch.from_numpy(image).permute(2, 0, 1)[None]
     s = max(h / t.shape[-2], (w + margin) / t.shape[-1])
     size = (max(h, math.ceil(t.shape[-2] * s)), max(w + margin, math.ceil(t.shape[-1] * s)))
-    t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)
     return t[0, :, :h, : w + margin]
 
 
@@ -132,7 +133,8 @@ def main() -> int:
     keys = sorted(k for part in json.loads((root / "split.json").read_text()).values() for k in part)
     chosen = [k for k in keys if not args.only or any(s in k for s in args.only.split(","))]
     rows = {}
-    for n, key in enumerate(chosen):
+    for key in chosen:
+        n = keys.index(key)  # direction and noise per image, the same in filtered runs
         image = _load(root / "image" / f"{key}.png", gray=False)
         truth = _load(root / "alpha" / f"{key}.png", gray=True)
         fg = foreground(root, key, image, truth)

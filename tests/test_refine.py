@@ -158,6 +158,21 @@ def test_solid_masks_stay_solid_and_inputs_are_checked():
         refine_clip(torch.rand(2, 40, 50, 4), torch.zeros(2, 40, 50))
     with pytest.raises(InputError, match="start=2, stop=1"):
         iter_refine(frames, torch.zeros(2, 40, 50), start=2, stop=1)
+
+
+def test_a_bad_mask_is_refused_before_a_frame_that_looks_at_it():
+    """Frame i reads mask i + 1 (where the mask moves): a NaN there stops the run before frame i
+    is handed out, naming mask i + 1, also in a segment that ends at i + 1."""
+    frames = torch.rand(4, 40, 50, 3, generator=torch.Generator().manual_seed(0))
+    masks = (torch.rand(4, 40, 50, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    masks[2, 5, 5] = float("nan")
+    done = []
+    with pytest.raises(InputError, match="frame or mask 2 contains NaN"):
+        for i, _ in iter_refine(frames, masks, temporal=0.0):
+            done.append(i)
+    assert done == [0]
+    with pytest.raises(InputError, match="frame or mask 2 contains NaN"):
+        refine_clip(frames, masks, temporal=0.0, start=0, stop=2)
     assert band_pixels(1080, 1920) == 24 and band_pixels(100, 100) == 8
 
 

@@ -29,9 +29,9 @@ time (memory does not grow with the clip; progress and cancellation per frame);
    :data:`TEMPORAL_CONTEXT` previous frames where the (lightly blurred) image did not change;
    the weight falls with the local squared colour change, so a textured background that a
    subject uncovers counts as changed and no alpha stays behind. The support is finite: the
-   output of frame t depends on frames t - TEMPORAL_CONTEXT .. t and the masks of t - 1 and
-   t + 1 only, so a shot split into segments (``start``/``stop``) gives exactly the frames of
-   one pass.
+   output of frame t depends on frames t - TEMPORAL_CONTEXT .. t and the masks of
+   t - TEMPORAL_CONTEXT - 1 .. t + 1 only (each frame's own alpha uses its neighbours' masks),
+   so a shot split into segments (``start``/``stop``) gives exactly the frames of one pass.
 5. **Resolution.** The working-size alpha is scaled to the frame and the colour detail the
    working size lost is turned into alpha detail with the local slopes d alpha / d colour;
    the sure regions are then exactly 1 and 0.
@@ -190,9 +190,9 @@ def iter_refine(
     device: where to compute (default: CPU, or the frames' device if they are a tensor).
     progress(done, total) after each frame; should_cancel() before each frame (-> Cancelled).
     start, stop: refine only frames start .. stop - 1 (default: all). The TEMPORAL_CONTEXT
-        frames before ``start`` are read and solved (not returned), and the masks of frames
-        start - 1 and stop are read, so the frames equal those of a pass over the whole clip:
-        a long shot can be split across workers this way.
+        frames before ``start`` (none with temporal 0) are read and solved (not returned), and
+        the masks just outside them and of frame ``stop`` are read, so the frames equal those
+        of a pass over the whole clip: a long shot can be split across workers this way.
 
     Inputs are checked when this is called; the frames are refined as the iterator is consumed.
     Yields (frame index, alpha (H, W) float32 on the CPU, values in [0, 1]).
@@ -226,37 +226,49 @@ def iter_refine(
                           dev, progress, should_cancel, start, stop)
 
 
-def _non_finite(i: int) -> str:
-    return f"frame or mask {i} contains NaN/inf values; fix the node or file that produced it."
+def _non_finite(i: int, near: list[int] | None = None) -> str:
+    """The message for NaN/inf input at frame i (or, checked on a GPU, the masks ``near`` it)."""
+    where = f"frame or mask {i}" + (f" (or the mask of frame {' or '.join(map(str, near))})" if near else "")
+    return f"{where} contains NaN/inf values; fix the node or file that produced it."
 
 
 class _MaskReader:
-    """Masks of a clip read once each, raw and binarised at the frame size on the device.
+    """Masks of a clip read once each, checked, and binarised at the frame size on the device.
 
     The refiner needs the masks of frames i - 1 and i + 1 next to frame i's (where the mask
-    moves, see ``frame_stage.moving_band``); older ones are dropped, so memory stays flat."""
+    moves, see ``frame_stage.moving_band``); older ones are dropped, so memory stays flat. A
+    mask on the CPU with NaN/inf values is refused when it is read, before any frame that
+    would use it is handed out; for one on a GPU, :meth:`finite` gives a device flag instead
+    (checked on the frame's one device -> host copy, no extra sync)."""
 
     def __init__(self, masks: Any, n_masks: int, hw: tuple[int, int], threshold: float, dev: torch.device) -> None:
         self.masks, self.n_masks, self.hw, self.threshold, self.dev = masks, n_masks, hw, threshold, dev
-        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def raw(self, i: int) -> torch.Tensor:
-        return self._get(i)[0]
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def binary(self, i: int) -> torch.Tensor:
         """(1, 1, H, W) {0, 1} float mask of frame i."""
+        return self._get(i)[0]
+
+    def finite(self, i: int) -> torch.Tensor | None:
+        """None for a mask checked on the host; else a device bool, True where mask i is finite."""
         return self._get(i)[1]
 
     def drop_before(self, i: int) -> None:
         for j in [j for j in self.cache if j < i]:
             del self.cache[j]
 
-    def _get(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _get(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         if i not in self.cache:
             m = _matte(self.masks, 0 if self.n_masks == 1 else i, "masks")
+            flag = None
+            if m.device.type == "cpu":
+                if not torch.isfinite(m).all():
+                    raise InputError(_non_finite(i))
+            else:
+                flag = torch.isfinite(m).all().to(self.dev)
             h, w = self.hw
             mk = (_fit_mask(to_device(m, self.dev).float(), h, w)[None, None] >= self.threshold).float()
-            self.cache[i] = (m, mk)
+            self.cache[i] = (mk, flag)
         return self.cache[i]
 
 
@@ -266,6 +278,8 @@ def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, tempor
     total = frame_count(frames, "frames")
     window = TemporalWindow(temporal)
     reader = _MaskReader(masks, n_masks, hw, threshold, dev)
+    # One mask for every frame (given once, or a broadcasting MaskSequence): nothing moves.
+    still = n_masks == 1 or bool(getattr(masks, "broadcast", False))
     warned = False
     warm = max(0, start - window.past.maxlen) if temporal > 0 else start
     for i in range(warm, stop):
@@ -276,30 +290,35 @@ def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, tempor
             raise InputError(
                 f"frames[{i}] is {f.shape[1]}x{f.shape[0]} but frames[0] is {w}x{h}; every frame must have the same size."
             )
-        m = reader.raw(i)
-        on_host = f.device.type == "cpu" and m.device.type == "cpu"
-        if on_host and (not torch.isfinite(m).all() or not torch.isfinite(f).all()):
+        # The neighbours' masks (clip-wide, not the segment's: a segment equals the full pass).
+        near = [] if still else [j for j in (i - 1, i + 1) if 0 <= j < total]
+        mask = reader.binary(i)  # read in frame order: i before i + 1
+        neighbours = [reader.binary(j) for j in near]
+        if f.device.type == "cpu" and not torch.isfinite(f).all():
             raise InputError(_non_finite(i))
         # Inputs on a GPU: their check rides on the frame's one device -> host copy below.
-        finite = None if on_host else (torch.isfinite(m).all() & torch.isfinite(f).all()).to(dev)
+        flags = [x for x in [reader.finite(j) for j in (i, *near)] if x is not None]
+        if f.device.type != "cpu":
+            flags.append(torch.isfinite(f).all().to(dev))
+        finite = None
+        for x in flags:
+            finite = x if finite is None else finite & x
         img = to_device(f, dev).permute(2, 0, 1)[None].float().clamp(0, 1)
-        # The neighbours' masks (clip-wide, not the segment's: a segment equals the full pass).
-        neighbours = [] if n_masks == 1 else [reader.binary(j) for j in (i - 1, i + 1) if 0 <= j < total]
-        work = frame_stage.solve_working(img, reader.binary(i), band_px, work_size, neighbours)
+        work = frame_stage.solve_working(img, mask, band_px, work_size, neighbours)
         reader.drop_before(i)
         alpha = window(work.image, work.alpha)
         # The current frame's sure regions stay exactly sure: nothing is kept where the mask says no.
         alpha = torch.where(work.fg > 0, torch.ones_like(alpha), torch.where(work.bg > 0, torch.zeros_like(alpha), alpha))
         if i < start:
             if finite is not None and not bool(finite):
-                raise InputError(_non_finite(i))
+                raise InputError(_non_finite(i, near))
             continue
         out = frame_stage.to_full_size(img, work, alpha)[0, 0].float()
         # One device -> host copy (one sync) per frame: the alpha, the thin-share figure, the input check.
         extras = [work.thin[:1].float()] + ([finite.float()[None]] if finite is not None else [])
         host = torch.cat([out.reshape(-1), *extras]).cpu()
         if finite is not None and float(host[-1]) < 0.5:
-            raise InputError(_non_finite(i))
+            raise InputError(_non_finite(i, near))
         thin_share = float(host[out.numel()])
         if thin_share > THIN_WARN_SHARE and not warned:
             warned = True

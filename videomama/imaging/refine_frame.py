@@ -145,9 +145,9 @@ def _solve_moving(
 ) -> torch.Tensor:
     """``alpha`` with its ``unknown`` pixels solved (:func:`.matting_solver.solve_band`).
 
-    On the CPU the solve runs on the bounding box of the unknowns grown by 2 window radii plus
-    one, the farthest (L p)_i reaches from i, so the result is the full-frame solve's at a
-    fraction of the cost, and a frame with nothing to solve costs nothing. On a GPU finding the
+    On the CPU the solve runs on the bounding box of the unknowns grown by 2 window radii (the
+    farthest (L p)_i reaches from i) plus one, so the result is the full-frame solve's (up to
+    float rounding) at a fraction of the cost, and a frame with nothing to solve costs nothing. On a GPU finding the
     box would cost a host sync, and the full-frame solve is cheap there."""
     box = (slice(None), slice(None))
     if unknown.device.type == "cpu":
