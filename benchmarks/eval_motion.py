@@ -29,25 +29,22 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_refiner import load_image, set_refiner_constants
 
 import videomama.imaging.refine as refine_module
-import videomama.imaging.refine_frame as frame_module
 from videomama.eval.metrics import compute_all
 from videomama.eval.synthetic import coarse_mask
 
 log = logging.getLogger("eval_motion")
 
 
-def _load(path: Path, gray: bool) -> np.ndarray:
-    im = Image.open(path)
-    return np.asarray(im.convert("L") if gray else im.convert("RGB"), dtype=np.float32) / 255.0
-
-
 def foreground(root: Path, key: str, image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """The subject's straight colour (H, W, 3), estimated once and cached (pymatting)."""
     cache = root / "cache" / "foreground" / f"{key}.png"
     if cache.exists():
-        return _load(cache, gray=False)
+        return load_image(cache, gray=False)
     from pymatting import estimate_foreground_ml
 
     fg = estimate_foreground_ml(image.astype(np.float64), alpha.astype(np.float64)).clip(0, 1)
@@ -123,22 +120,17 @@ def main() -> int:
     logging.getLogger("videomama").setLevel(logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
-    for item in args.const:
-        name, _, value = item.partition("=")
-        owners = [m for m in (refine_module, frame_module) if hasattr(m, name)]
-        if not owners:
-            raise SystemExit(f"no refiner constant {name}")
-        setattr(owners[0], name, json.loads(value))
+    set_refiner_constants(args.const)
     root = Path(args.set)
     keys = sorted(k for part in json.loads((root / "split.json").read_text()).values() for k in part)
     chosen = [k for k in keys if not args.only or any(s in k for s in args.only.split(","))]
     rows = {}
     for key in chosen:
         n = keys.index(key)  # direction and noise per image, the same in filtered runs
-        image = _load(root / "image" / f"{key}.png", gray=False)
-        truth = _load(root / "alpha" / f"{key}.png", gray=True)
+        image = load_image(root / "image" / f"{key}.png", gray=False)
+        truth = load_image(root / "alpha" / f"{key}.png", gray=True)
         fg = foreground(root, key, image, truth)
-        background = _load(root / "image" / f"{keys[(keys.index(key) + 1) % len(keys)]}.png", gray=False)
+        background = load_image(root / "image" / f"{keys[(keys.index(key) + 1) % len(keys)]}.png", gray=False)
         angle = 2 * math.pi * ((n * 0.618034) % 1.0)
         frames, alpha = make_clip(fg, truth, background, args.frames, args.speed, args.shutter, angle, args.noise, n)
         masks = coarse_mask(alpha)

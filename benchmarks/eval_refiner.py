@@ -42,15 +42,28 @@ from videomama.imaging.refine import refine_clip
 log = logging.getLogger("eval_refiner")
 
 
-def _load(path: Path, gray: bool) -> np.ndarray:
+def load_image(path: Path, gray: bool) -> np.ndarray:
+    """An 8-bit image of the set as float32 in [0, 1]: (H, W) if ``gray``, else (H, W, 3)."""
     im = Image.open(path)
     arr = np.asarray(im.convert("L") if gray else im.convert("RGB"), dtype=np.float32) / 255.0
     return arr
 
 
+def set_refiner_constants(items: list[str]) -> None:
+    """Apply ``NAME=VALUE`` items (JSON values) to the refiner's module constants (tuning)."""
+    import videomama.imaging.refine as refine_module
+    import videomama.imaging.refine_frame as frame_module
+
+    for name, value in _parse_params(items).items():
+        owners = [m for m in (refine_module, frame_module) if hasattr(m, name)]
+        if not owners:
+            raise SystemExit(f"videomama.imaging.refine / videomama.imaging.refine_frame have no constant {name}")
+        setattr(owners[0], name, value)
+
+
 def cf_band(image: np.ndarray, mask: np.ndarray, band: int, cache: Path) -> np.ndarray:
     if cache.exists():
-        return _load(cache, gray=True)
+        return load_image(cache, gray=True)
     from pymatting import estimate_alpha_cf
 
     m = torch.from_numpy(mask)[None, None]
@@ -108,14 +121,7 @@ def main() -> int:
         keys = [k for k in keys if any(s in k for s in args.only.split(","))]
     methods = [m for m in args.methods.split(",") if m]
     params = _parse_params(args.param)
-    import videomama.imaging.refine as refine_module
-    import videomama.imaging.refine_frame as frame_module
-
-    for name, value in _parse_params(args.const).items():
-        owners = [m for m in (refine_module, frame_module) if hasattr(m, name)]
-        if not owners:
-            raise SystemExit(f"videomama.imaging.refine / videomama.imaging.refine_frame have no constant {name}")
-        setattr(owners[0], name, value)
+    set_refiner_constants(args.const)
     base = None
     if "base" in methods:
         from _baseline import DEFAULT_REV, load_refine
@@ -126,9 +132,9 @@ def main() -> int:
     for cond in [c for c in args.conditions.split(",") if c]:
         results[cond] = {}
         for key in keys:
-            image = _load(root / "image" / f"{key}.png", gray=False)
-            truth = _load(root / "alpha" / f"{key}.png", gray=True)
-            mask = (_load(root / "mask" / cond / f"{key}.png", gray=True) >= 0.5).astype(np.float32)
+            image = load_image(root / "image" / f"{key}.png", gray=False)
+            truth = load_image(root / "alpha" / f"{key}.png", gray=True)
+            mask = (load_image(root / "mask" / cond / f"{key}.png", gray=True) >= 0.5).astype(np.float32)
             row: dict[str, dict[str, float]] = {}
             for m in methods:
                 t0 = time.perf_counter()
