@@ -241,21 +241,32 @@ class _MaskReader:
     would use it is handed out; for one on a GPU, :meth:`finite` gives a device flag instead
     (checked on the frame's one device -> host copy, no extra sync)."""
 
-    def __init__(self, masks: Any, n_masks: int, hw: tuple[int, int], threshold: float, dev: torch.device) -> None:
+    def __init__(self, masks: Any, n_masks: int, hw: tuple[int, int], work: tuple[int, int], threshold: float,
+                 dev: torch.device) -> None:
         self.masks, self.n_masks, self.hw, self.threshold, self.dev = masks, n_masks, hw, threshold, dev
+        self.work = work
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.at_work: dict[int, torch.Tensor] = {}
 
     def binary(self, i: int) -> torch.Tensor:
         """(1, 1, H, W) {0, 1} float mask of frame i."""
         return self._get(i)[0]
+
+    def working(self, i: int) -> torch.Tensor:
+        """Mask i at the working size, as ``frame_stage.solve_working`` makes it (kept: it is a
+        neighbour of two frames)."""
+        if i not in self.at_work:
+            self.at_work[i] = frame_stage.working_mask(self.binary(i), self.work)
+        return self.at_work[i]
 
     def finite(self, i: int) -> torch.Tensor | None:
         """None for a mask checked on the host; else a device bool, True where mask i is finite."""
         return self._get(i)[1]
 
     def drop_before(self, i: int) -> None:
-        for j in [j for j in self.cache if j < i]:
-            del self.cache[j]
+        for cache in (self.cache, self.at_work):
+            for j in [j for j in cache if j < i]:
+                del cache[j]
 
     def _get(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         if i not in self.cache:
@@ -277,7 +288,7 @@ def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, tempor
     h, w = hw
     total = frame_count(frames, "frames")
     window = TemporalWindow(temporal)
-    reader = _MaskReader(masks, n_masks, hw, threshold, dev)
+    reader = _MaskReader(masks, n_masks, hw, frame_stage.work_hw(h, w, work_size), threshold, dev)
     # One mask for every frame (given once, or a broadcasting MaskSequence): nothing moves.
     still = n_masks == 1 or bool(getattr(masks, "broadcast", False))
     warned = False
@@ -293,16 +304,14 @@ def _refine_frames(frames, masks, n_masks, first, hw, band_px, work_size, tempor
         # The neighbours' masks (clip-wide, not the segment's: a segment equals the full pass).
         near = [] if still else [j for j in (i - 1, i + 1) if 0 <= j < total]
         mask = reader.binary(i)  # read in frame order: i before i + 1
-        neighbours = [reader.binary(j) for j in near]
+        neighbours = [reader.working(j) for j in near]
         if f.device.type == "cpu" and not torch.isfinite(f).all():
             raise InputError(_non_finite(i))
         # Inputs on a GPU: their check rides on the frame's one device -> host copy below.
         flags = [x for x in [reader.finite(j) for j in (i, *near)] if x is not None]
         if f.device.type != "cpu":
             flags.append(torch.isfinite(f).all().to(dev))
-        finite = None
-        for x in flags:
-            finite = x if finite is None else finite & x
+        finite = torch.stack(flags).all() if flags else None
         img = to_device(f, dev).permute(2, 0, 1)[None].float().clamp(0, 1)
         work = frame_stage.solve_working(img, mask, band_px, work_size, neighbours)
         reader.drop_before(i)

@@ -118,8 +118,9 @@ def solve_working(
 ) -> Working:
     """frames (N, 3, H, W) in [0, 1], masks (N, 1, H, W) in {0, 1}; band_px at full size.
 
-    neighbours: the {0, 1} masks (N, 1, H, W) of the previous and / or next frame, if any: where
-    the mask moves the band is also solved with the matting Laplacian (motion blur)."""
+    neighbours: the masks of the previous and / or next frame, if any, already at the working
+    size (:func:`working_mask`, (N, 1, h, w)): where the mask moves the band is also solved
+    with the matting Laplacian (motion blur)."""
     h, w = frames.shape[-2:]
     wh, ww = work_hw(h, w, work_size)
     scale = max(h, w) / max(wh, ww)
@@ -135,7 +136,7 @@ def solve_working(
     est = torch.where(band > 0, guided_apply(img, slopes, offsets), est)
     alpha = est * band + fg
     if SOLVER_STEPS > 0 and (SOLVE_STILL_EDGES or neighbours):
-        unknown = band if SOLVE_STILL_EDGES else moving_band(mask, [working_mask(m, (wh, ww)) for m in neighbours], band, bw)
+        unknown = band if SOLVE_STILL_EDGES else moving_band(mask, neighbours, band, bw)
         alpha = _solve_moving(img, alpha, unknown, est, (DATA_WEIGHT * conf + MASK_WEIGHT * (1 - conf)) * unknown)
     return Working(img, alpha.clamp_(0.0, 1.0), fg, bg, bw, thin, slopes)
 
